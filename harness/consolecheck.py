@@ -1,0 +1,70 @@
+"""Scan consoles and journals for signs of a broken boot: panics, oopses, emergency shells, failed units."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ConsolePattern:
+    description: str
+    regex: re.Pattern[str]
+
+
+def _p(description: str, pattern: str) -> ConsolePattern:
+    return ConsolePattern(description, re.compile(pattern))
+
+
+# What a healthy boot never prints. Kept narrow: each pattern names a real failure, not a warning.
+PATTERNS: tuple[ConsolePattern, ...] = (
+    _p("kernel panic", r"Kernel panic - not syncing"),
+    _p("kernel BUG", r"kernel BUG at |BUG: (unable to handle|kernel NULL pointer|scheduling while atomic)"),
+    _p("soft lockup", r"BUG: soft lockup|rcu_sched detected stalls|hung_task_timeout_secs"),
+    _p("kernel oops", r"\bOops(: |#)"),
+    _p("general protection fault", r"general protection fault"),
+    _p("kernel warning", r"WARNING: CPU: \d+ PID: \d+"),
+    _p("segfault", r"\bsegfault at\b"),
+    _p(
+        "emergency shell",
+        r"(Entering emergency mode|Started .*[Ee]mergency [Ss]hell|You are in emergency mode)",
+    ),
+    _p("dracut failure", r"dracut(-initqueue)?\[\d+\]: (FATAL|Warning: dracut-initqueue: timeout)"),
+    _p("Ignition failure", r"ignition\[\d+\]: .*(CRITICAL|failed to fetch config|Ignition failed)"),
+    _p("failed unit", r"Failed to start .+"),
+    _p("failed dependency", r"Dependency failed for .+"),
+    _p("systemd coredump", r"systemd-coredump\[\d+\]: Process \d+ .* dumped core"),
+)
+
+
+@dataclass(frozen=True)
+class ConsoleMatch:
+    source: str
+    description: str
+    line: str
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.description}: {self.line}"
+
+
+def scan(text: str, source: str, *, ignore: Iterable[str] = ()) -> list[ConsoleMatch]:
+    """Every line of `text` that matches a failure pattern, unless it matches one of `ignore` (regexes)."""
+    ignored = [re.compile(p) for p in ignore]
+    matches: list[ConsoleMatch] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or any(i.search(line) for i in ignored):
+            continue
+        for pattern in PATTERNS:
+            if pattern.regex.search(line):
+                matches.append(ConsoleMatch(source, pattern.description, line))
+                break
+    return matches
+
+
+def describe(matches: list[ConsoleMatch], limit: int = 10) -> str:
+    lines = [str(m) for m in matches[:limit]]
+    if len(matches) > limit:
+        lines.append(f"... and {len(matches) - limit} more")
+    return "\n".join(lines)

@@ -1,0 +1,168 @@
+"""The two small interfaces every platform implements.
+
+`Platform` is session-scoped: it owns every resource it creates, tags it with the run id and deletes it in
+`close()` (also after Ctrl-C or a timeout). `Machine` is one booted instance as the platform sees it: where to
+reach its SSH, where its console goes, and how to power it. The guest API tests use lives in
+`harness.machine`, on top of this.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from harness.acceleration import Acceleration, Timeouts
+
+log = logging.getLogger(__name__)
+
+# Optional capabilities a test can require with @pytest.mark.requires("...").
+CAP_HARD_RESET = "hard-reset"
+CAP_SNAPSHOT = "snapshot"
+
+
+@dataclass(frozen=True)
+class SSHEndpoint:
+    host: str
+    port: int
+    user: str
+
+
+@dataclass(frozen=True)
+class MachineSpec:
+    """Everything a platform needs to boot one machine. Pure data, so command lines can be unit-tested."""
+
+    name: str
+    image: Path
+    ignition: str
+    """The rendered Ignition config (JSON text) handed to the guest at first boot."""
+    ignition_fw_cfg: str
+    """The fw_cfg name the distro's Ignition reads (`opt/com.coreos/config`, `opt/org.flatcar-linux/config`)."""
+    workdir: Path
+    """A directory of this machine's own: overlay disk, console log, sockets."""
+    ssh_user: str = "core"
+    memory_mib: int = 1024
+    cpus: int = 2
+    firmware: str = "uefi"
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PlatformContext:
+    """What a platform gets from the run: its id, where artifacts go, acceleration and options."""
+
+    run_id: str
+    output_dir: Path
+    accel: Acceleration
+    timeouts: Timeouts
+    options: Mapping[str, Any]
+
+
+class Machine(ABC):
+    """One instance booted by a platform."""
+
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, spec: MachineSpec) -> None:
+        self.spec = spec
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    @abstractmethod
+    def ssh_endpoint(self) -> SSHEndpoint:
+        """Where SSH of this machine is reachable from the host running the tests."""
+
+    @property
+    def console_path(self) -> Path:
+        """The serial console log, appended to across reboots."""
+        return self.spec.workdir / "console.txt"
+
+    @abstractmethod
+    def is_running(self) -> bool: ...
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Hard reset: the power is cut and the machine starts again at once."""
+
+    @abstractmethod
+    def poweroff(self, timeout: float) -> None:
+        """Ask the guest to power off; force it off after `timeout` seconds."""
+
+    @abstractmethod
+    def kill(self) -> None:
+        """Stop the machine at once, without asking the guest. Idempotent."""
+
+    def access_hint(self) -> str:
+        """How a person reaches this machine by hand (printed by --keep-on-failure)."""
+        ep = self.ssh_endpoint
+        return f"ssh -p {ep.port} {ep.user}@{ep.host}"
+
+    def artifacts(self) -> Mapping[str, str]:
+        """Extra files (name -> text) worth keeping with the test's artifacts, e.g. the command line."""
+        return {}
+
+
+class Platform(ABC):
+    """A place machines boot. Owns and cleans up every resource it creates."""
+
+    name: ClassVar[str]
+    max_cluster_size: ClassVar[int] = 8
+    # Whether machines of this platform share the host's cores (and so need boot admission).
+    local: ClassVar[bool] = False
+    # Capabilities every machine of this platform has (see CAP_*), for @pytest.mark.requires.
+    machine_capabilities: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, ctx: PlatformContext) -> None:
+        self.ctx = ctx
+        self._machines: list[Machine] = []
+        self._lock = threading.Lock()
+
+    @classmethod  # noqa: B027
+    def add_options(cls, group: argparse._ArgumentGroup | Any) -> None:
+        """Register platform-specific command-line options (the pytest `railyard` group)."""
+
+    def validate(self) -> None:  # noqa: B027
+        """Check options and host requirements before anything boots; raise ConfigError if unusable."""
+
+    def boot(self, spec: MachineSpec) -> Machine:
+        """Start a machine; returns once it is started (not yet reachable). Registered for cleanup."""
+        machine = self._boot(spec)
+        with self._lock:
+            self._machines.append(machine)
+        return machine
+
+    @abstractmethod
+    def _boot(self, spec: MachineSpec) -> Machine: ...
+
+    def destroy(self, machine: Machine) -> None:
+        """Stop a machine and delete what the platform created for it. Idempotent."""
+        try:
+            self._destroy(machine)
+        finally:
+            with self._lock:
+                if machine in self._machines:
+                    self._machines.remove(machine)
+
+    @abstractmethod
+    def _destroy(self, machine: Machine) -> None: ...
+
+    @property
+    def machines(self) -> list[Machine]:
+        with self._lock:
+            return list(self._machines)
+
+    def close(self) -> None:
+        """Destroy every machine still alive. Safe to call more than once."""
+        for machine in reversed(self.machines):
+            try:
+                self.destroy(machine)
+            except Exception:
+                log.exception("cleanup of %s failed", machine.name)

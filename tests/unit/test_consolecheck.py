@@ -1,0 +1,46 @@
+import pytest
+
+from harness.consolecheck import describe, scan
+
+HEALTHY = """\
+[    0.000000] Linux version 6.1.0-28-amd64
+[  OK  ] Started ssh.service - OpenBSD Secure Shell server.
+ignition[412]: Ignition finished successfully
+"""
+
+
+def test_healthy_console_has_no_matches():
+    assert scan(HEALTHY, "console") == []
+
+
+@pytest.mark.parametrize(
+    ("line", "description"),
+    [
+        ("[   12.3] Kernel panic - not syncing: sysrq triggered crash", "kernel panic"),
+        ("[    3.1] BUG: kernel NULL pointer dereference, address: 0000000000000000", "kernel BUG"),
+        ("[   22.0] watchdog: BUG: soft lockup - CPU#0 stuck for 23s!", "soft lockup"),
+        ("[    5.0] Oops: 0002 [#1] PREEMPT SMP NOPTI", "kernel oops"),
+        ("[    9.9] app[123]: segfault at 0 ip 000055 sp 00007ff error 6", "segfault"),
+        ("You are in emergency mode. After logging in, type", "emergency shell"),
+        ("systemd[1]: Failed to start foo.service - Foo.", "failed unit"),
+        ("systemd[1]: Dependency failed for bar.service - Bar.", "failed dependency"),
+        ("ignition[400]: CRITICAL : Ignition failed: failed to fetch config", "Ignition failure"),
+    ],
+)
+def test_failures_are_found(line, description):
+    matches = scan(HEALTHY + line + "\n", "console")
+    assert [m.description for m in matches] == [description]
+    assert matches[0].line == line.strip()
+
+
+def test_ignore_patterns():
+    text = "systemd[1]: Failed to start expected-to-fail.service\n"
+    assert scan(text, "journal", ignore=[r"expected-to-fail"]) == []
+
+
+def test_describe_limits_output():
+    text = "".join(f"Failed to start unit{i}.service\n" for i in range(15))
+    out = describe(scan(text, "m1 console"), limit=3)
+    assert out.count("\n") == 3
+    assert out.endswith("and 12 more")
+    assert out.startswith("m1 console: failed unit: Failed to start unit0.service")
