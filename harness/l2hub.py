@@ -1,0 +1,116 @@
+"""A private Ethernet segment for the machines of a cluster, relayed over 127.0.0.1.
+
+QEMU's `-netdev socket,connect=127.0.0.1:PORT` sends each frame as a 4-byte big-endian length and the frame.
+The hub learns which connection each source MAC lives behind and forwards unicast frames there; broadcast,
+multicast and unknown destinations go to every other connection. Guest-to-guest traffic never leaves this
+process: the host sees only loopback connections.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import struct
+import threading
+from types import TracebackType
+
+log = logging.getLogger(__name__)
+
+MAX_FRAME = 65536 + 18
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes | None:
+    chunks = bytearray()
+    while len(chunks) < size:
+        chunk = sock.recv(size - len(chunks))
+        if not chunk:
+            return None
+        chunks += chunk
+    return bytes(chunks)
+
+
+class L2Hub:
+    """A learning Ethernet switch for QEMU socket netdevs. Context manager."""
+
+    def __init__(self) -> None:
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._server.getsockname()[1]
+        self._peers: list[socket.socket] = []
+        self._macs: dict[bytes, socket.socket] = {}
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self.frames = 0
+        self._thread = threading.Thread(target=self._accept, name=f"l2hub-{self.port}", daemon=True)
+        self._thread.start()
+
+    def __enter__(self) -> L2Hub:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @property
+    def qemu_netdev(self) -> str:
+        return f"socket,connect=127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            with self._lock:
+                self._peers.append(conn)
+            threading.Thread(target=self._relay, args=(conn,), daemon=True).start()
+
+    def _relay(self, conn: socket.socket) -> None:
+        try:
+            while True:
+                header = _recv_exact(conn, 4)
+                if header is None:
+                    return
+                (size,) = struct.unpack("!I", header)
+                if size > MAX_FRAME:
+                    log.warning("l2hub: dropping a peer that sent a %d-byte frame", size)
+                    return
+                frame = _recv_exact(conn, size)
+                if frame is None:
+                    return
+                self._forward(conn, header + frame, frame)
+        except OSError:
+            return
+        finally:
+            with self._lock:
+                if conn in self._peers:
+                    self._peers.remove(conn)
+                for mac in [m for m, c in self._macs.items() if c is conn]:
+                    del self._macs[mac]
+            conn.close()
+
+    def _forward(self, source: socket.socket, packet: bytes, frame: bytes) -> None:
+        if len(frame) < 12:
+            return
+        dst, src = frame[0:6], frame[6:12]
+        with self._lock:
+            self.frames += 1
+            self._macs[src] = source
+            target = self._macs.get(dst) if not dst[0] & 1 else None
+            targets = [target] if target is not None else [p for p in self._peers if p is not source]
+        for peer in targets:
+            try:
+                peer.sendall(packet)
+            except OSError:
+                continue
+
+    def close(self) -> None:
+        self._closed.set()
+        self._server.close()
+        with self._lock:
+            peers, self._peers = self._peers, []
+        for peer in peers:
+            with contextlib.suppress(OSError):
+                peer.shutdown(socket.SHUT_RDWR)
+            peer.close()
