@@ -53,6 +53,11 @@ class L2Hub:
         self.close()
 
     @property
+    def peer_count(self) -> int:
+        with self._lock:
+            return len(self._peers)
+
+    @property
     def qemu_netdev(self) -> str:
         return f"socket,connect=127.0.0.1:{self.port}"
 

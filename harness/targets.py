@@ -6,7 +6,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from harness.errors import ConfigError
 
@@ -56,12 +56,15 @@ class Requirements:
     capabilities: set[str] = field(default_factory=set)
 
 
-class Mark:
+class Mark(Protocol):
     """The part of a pytest Mark that is read here (so this module stays pure)."""
 
-    name: str
-    args: tuple[Any, ...]
-    kwargs: Mapping[str, Any]
+    @property
+    def name(self) -> str: ...
+    @property
+    def args(self) -> tuple[Any, ...]: ...
+    @property
+    def kwargs(self) -> Mapping[str, Any]: ...
 
 
 def _names(mark: Mark) -> list[str]:

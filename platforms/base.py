@@ -34,6 +34,16 @@ class SSHEndpoint:
 
 
 @dataclass(frozen=True)
+class PrivateNet:
+    """A second NIC on a private segment shared by the machines of a cluster (see harness.l2hub)."""
+
+    hub_port: int
+    mac: str
+    address: str
+    """The guest's address with prefix length, e.g. `10.0.3.1/24`."""
+
+
+@dataclass(frozen=True)
 class MachineSpec:
     """Everything a platform needs to boot one machine. Pure data, so command lines can be unit-tested."""
 
@@ -49,6 +59,7 @@ class MachineSpec:
     memory_mib: int = 1024
     cpus: int = 2
     firmware: str = "uefi"
+    private_net: PrivateNet | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -153,6 +164,13 @@ class Platform(ABC):
 
     @abstractmethod
     def _destroy(self, machine: Machine) -> None: ...
+
+    def release(self, machine: Machine) -> None:
+        """Stop tracking a machine without stopping it, so that `close()` leaves it running (a machine kept
+        for a person to inspect). Whoever releases it owns its cleanup from then on."""
+        with self._lock:
+            if machine in self._machines:
+                self._machines.remove(machine)
 
     @property
     def machines(self) -> list[Machine]:

@@ -2,6 +2,7 @@ import socket
 import struct
 
 from harness.l2hub import L2Hub
+from harness.retry import poll
 
 BROADCAST = b"\xff" * 6
 
@@ -22,6 +23,7 @@ def test_broadcast_reaches_others_and_unicast_is_learned():
     with L2Hub() as hub:
         peers = [socket.create_connection(("127.0.0.1", hub.port), timeout=5) for _ in range(3)]
         try:
+            poll(lambda: hub.peer_count == 3 or None, timeout=5, interval=0.01, what="three peers")
             peers[0].sendall(frame(BROADCAST, mac[0]))
             assert recv_frame(peers[1])[6:12] == mac[0]
             assert recv_frame(peers[2])[6:12] == mac[0]

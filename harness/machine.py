@@ -1,0 +1,260 @@
+"""The guest API tests use: run commands, wait for conditions, reboot, copy files, read logs.
+
+Every wait has a timeout whose default scales with acceleration; nothing sleeps where it can poll.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import paramiko
+
+from harness.acceleration import Timeouts
+from harness.errors import BootError, CommandError, RailyardError, SSHError, WaitTimeout
+from harness.retry import poll
+from harness.ssh import CommandResult, SSHConnection, wait_for_banner
+
+if TYPE_CHECKING:
+    from harness.distros.base import Distro
+    from harness.distros.os import OSHelpers
+    from platforms.base import Machine
+
+log = logging.getLogger(__name__)
+
+# Admits a boot (see harness.admission): reboots wait for a slot like first boots do.
+BootGate = Callable[[], AbstractContextManager[Any]]
+
+
+class GuestMachine:
+    """A booted machine as a test sees it. Commands run as the distro's default user over SSH."""
+
+    __test__ = False
+
+    def __init__(
+        self,
+        vm: Machine,
+        *,
+        pkey: paramiko.PKey,
+        timeouts: Timeouts,
+        distro: Distro,
+        channel: str,
+        boot_gate: BootGate | None = None,
+    ) -> None:
+        self.vm = vm
+        self.distro = distro
+        self.channel = channel
+        self.timeouts = timeouts
+        self._pkey = pkey
+        self._ssh: SSHConnection | None = None
+        self._boot_gate: BootGate = boot_gate or nullcontext
+        self.boot_ids: list[str] = []
+        self._os: OSHelpers | None = None
+        self.private_address: str | None = None
+        """The address on the cluster's private network, when the machine has one."""
+
+    def __repr__(self) -> str:
+        return f"<GuestMachine {self.name} on {self.vm.ssh_endpoint.host}:{self.vm.ssh_endpoint.port}>"
+
+    @property
+    def name(self) -> str:
+        return self.vm.name
+
+    @property
+    def os(self) -> OSHelpers:
+        """Distro helpers: booted slot, version, update, rollback (same calls on every distro)."""
+        if self._os is None:
+            from harness.distros.os import os_helpers
+
+            self._os = os_helpers(self)
+        return self._os
+
+    # -- connection and boot -------------------------------------------------------------------------
+
+    def wait_for_ssh(self, timeout: float | None = None) -> None:
+        """Wait until the guest's sshd answers and a session opens; records the boot id."""
+        timeout = timeout if timeout is not None else self.timeouts.boot
+        deadline = time.monotonic() + timeout
+        ep = self.vm.ssh_endpoint
+        wait_for_banner(ep.host, ep.port, timeout, alive=self.vm.is_running)
+
+        def connect() -> SSHConnection:
+            conn = SSHConnection(ep, self._pkey, connect_timeout=30.0)
+            conn.connect()
+            return conn
+
+        self._ssh = poll(
+            connect, timeout=max(deadline - time.monotonic(), 30.0), what=f"SSH login to {self.name}"
+        )
+        self.boot_ids.append(self.boot_id())
+        log.info("%s: SSH up (boot %s)", self.name, self.boot_ids[-1][:8])
+
+    def _connection(self) -> SSHConnection:
+        if self._ssh is None or not self._ssh.is_active:
+            if self._ssh is not None:
+                self._ssh.close()
+            self._ssh = SSHConnection(self.vm.ssh_endpoint, self._pkey, connect_timeout=30.0)
+            self._ssh.connect()
+        return self._ssh
+
+    def close(self) -> None:
+        if self._ssh is not None:
+            self._ssh.close()
+            self._ssh = None
+
+    def boot_id(self) -> str:
+        return self.succeed("cat /proc/sys/kernel/random/boot_id").strip()
+
+    # -- commands -------------------------------------------------------------------------------------
+
+    def execute(
+        self, command: str, timeout: float | None = None, stdin: bytes | None = None
+    ) -> CommandResult:
+        """Run a shell command; never raises for a non-zero exit status."""
+        timeout = timeout if timeout is not None else self.timeouts.command
+        log.debug("%s$ %s", self.name, command)
+        return self._connection().run(command, timeout=timeout, stdin=stdin)
+
+    def succeed(self, command: str, timeout: float | None = None, stdin: bytes | None = None) -> str:
+        """Run a command that must exit 0; returns its stdout."""
+        result = self.execute(command, timeout=timeout, stdin=stdin)
+        if result.status != 0:
+            raise CommandError(command, result.status, result.stdout, result.stderr, self.name)
+        return result.stdout
+
+    def fail(self, command: str, timeout: float | None = None) -> str:
+        """Run a command that must exit non-zero; returns its stderr."""
+        result = self.execute(command, timeout=timeout)
+        if result.status == 0:
+            raise CommandError(command, 0, result.stdout, result.stderr + "\n(expected to fail)", self.name)
+        return result.stderr
+
+    def wait_until_succeeds(self, command: str, timeout: float | None = None) -> str:
+        """Poll a command until it exits 0; returns its stdout."""
+        timeout = timeout if timeout is not None else self.timeouts.command
+
+        def attempt() -> str | None:
+            result = self.execute(command, timeout=timeout)
+            if result.status != 0:
+                raise CommandError(command, result.status, result.stdout, result.stderr, self.name)
+            return result.stdout
+
+        return poll(attempt, timeout=timeout, what=f"`{command}` to succeed on {self.name}")
+
+    def wait_until_fails(self, command: str, timeout: float | None = None) -> str:
+        timeout = timeout if timeout is not None else self.timeouts.command
+
+        def attempt() -> str | None:
+            result = self.execute(command, timeout=timeout)
+            return result.stderr if result.status != 0 else None
+
+        return poll(attempt, timeout=timeout, what=f"`{command}` to fail on {self.name}")
+
+    def wait_for_unit(self, unit: str, timeout: float | None = None) -> None:
+        """Wait until a systemd unit is active; fail at once if it enters `failed`."""
+        timeout = timeout if timeout is not None else self.timeouts.settle
+        quoted = shlex.quote(unit)
+
+        def attempt() -> bool | None:
+            state = self.execute(f"systemctl is-active {quoted}").stdout.strip()
+            if state == "active":
+                return True
+            if state == "failed":
+                status = self.execute(f"systemctl status --no-pager -l {quoted}").stdout
+                raise WaitTimeout(f"unit {unit} failed on {self.name}:\n{status}")
+            return None
+
+        poll(attempt, timeout=timeout, what=f"unit {unit} to become active on {self.name}")
+
+    def settle(self, timeout: float | None = None) -> str:
+        """Wait for `systemctl is-system-running` to leave starting; returns the state.
+
+        A `degraded` system raises with the list of failed units.
+        """
+        timeout = timeout if timeout is not None else self.timeouts.settle
+
+        def attempt() -> str | None:
+            state = self.execute("systemctl is-system-running").stdout.strip()
+            return None if state in ("initializing", "starting", "") else state
+
+        state = poll(attempt, timeout=timeout, what=f"systemd on {self.name} to finish starting")
+        if state != "running":
+            failed = self.execute("systemctl list-units --failed --no-legend --plain --no-pager").stdout
+            raise BootError(f"{self.name}: system is {state!r} after boot; failed units:\n{failed.strip()}")
+        return state
+
+    # -- power ---------------------------------------------------------------------------------------
+
+    def reboot(self, timeout: float | None = None) -> None:
+        """Reboot from inside the guest and wait for a *new* boot id (never sleeps on a guess)."""
+        old = self.boot_id()
+        log.info("%s: rebooting (boot %s)", self.name, old[:8])
+        self.execute("sudo systemctl reboot", timeout=30.0)
+        self._await_new_boot(old, timeout)
+
+    def hard_reset(self, timeout: float | None = None) -> None:
+        """Cut the power and start again (no clean shutdown)."""
+        old = self.boot_ids[-1] if self.boot_ids else ""
+        self.close()
+        self.vm.reset()
+        self._await_new_boot(old, timeout)
+
+    def wait_for_reboot(self, timeout: float | None = None) -> None:
+        """Wait for a reboot the guest starts by itself (e.g. a failed trial boot)."""
+        self._await_new_boot(self.boot_ids[-1] if self.boot_ids else "", timeout)
+
+    def _await_new_boot(self, old: str, timeout: float | None) -> None:
+        timeout = timeout if timeout is not None else self.timeouts.reboot
+        self.close()
+        deadline = time.monotonic() + timeout
+
+        def new_boot() -> str | None:
+            if not self.vm.is_running():
+                raise BootError(f"{self.name} stopped running while rebooting")
+            ep = self.vm.ssh_endpoint
+            wait_for_banner(ep.host, ep.port, max(deadline - time.monotonic(), 1.0), alive=self.vm.is_running)
+            try:
+                current = self.boot_id()
+            except (SSHError, OSError, paramiko.SSHException):
+                self.close()
+                raise
+            if current == old:
+                self.close()
+                return None
+            return current
+
+        with self._boot_gate():
+            current = poll(
+                new_boot, timeout=timeout, interval=2.0, what=f"{self.name} to come back with a new boot id"
+            )
+        self.boot_ids.append(current)
+        log.info("%s: up again (boot %s)", self.name, current[:8])
+
+    # -- files and logs ------------------------------------------------------------------------------
+
+    def copy_to(self, local: Path | str, remote: str, mode: int | None = None) -> None:
+        self._connection().put(Path(local), remote, mode)
+
+    def copy_from(self, remote: str, local: Path | str) -> Path:
+        local = Path(local)
+        self._connection().get(remote, local)
+        return local
+
+    def journal(self, args: str = "-b", timeout: float | None = None) -> str:
+        """The journal (of this boot by default), as root, without a pager."""
+        return self.succeed(f"sudo journalctl --no-pager -o short-monotonic {args}", timeout=timeout)
+
+    def console_text(self) -> str:
+        """Everything the serial console printed so far, across boots."""
+        try:
+            return self.vm.console_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+__all__ = ["CommandResult", "GuestMachine", "RailyardError"]

@@ -1,0 +1,319 @@
+"""The pytest plugin: options, markers, per-channel parametrization, machine fixtures, console checks."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import pytest
+
+from harness.acceleration import ACCEL_CHOICES
+from harness.consolecheck import describe
+from harness.distros import known_distros
+from harness.errors import ConfigError, ConsoleCheckError, WaitTimeout
+from harness.factory import MachineFactory, safe_name
+from harness.machine import GuestMachine
+from harness.registry import load_platform, platform_names
+from harness.run import ImageChoice, Run
+from harness.targets import MARKERS, Requirements, Target, channels_for, requirements_from_marks, skip_reason
+
+log = logging.getLogger(__name__)
+
+RUN_KEY = pytest.StashKey[Run]()
+REPORTS_KEY = pytest.StashKey[dict[str, pytest.TestReport]]()
+FACTORIES_KEY = pytest.StashKey[list[MachineFactory]]()
+MACHINE_FIXTURES = frozenset(
+    {"machine", "module_machine", "cluster", "machine_factory", "railyard_target", "railyard_module_target"}
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("railyard", "Railyard: boot OS images and test them")
+    group.addoption(
+        "--platform",
+        dest="railyard_platform",
+        default="qemu",
+        choices=platform_names(),
+        help="where machines boot (default: qemu)",
+    )
+    group.addoption(
+        "--image",
+        dest="railyard_image",
+        default=None,
+        metavar="PATH",
+        help="disk image to boot (qcow2 or raw); default: the built-in Railyard image",
+    )
+    group.addoption(
+        "--distro",
+        dest="railyard_distro",
+        default=None,
+        choices=known_distros(),
+        help="OS of the image (default: from the image's metadata)",
+    )
+    group.addoption(
+        "--channel",
+        dest="railyard_channels",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="release channel to test (repeatable; default: the image's channel)",
+    )
+    group.addoption(
+        "--qemu-accel",
+        dest="qemu_accel",
+        default="auto",
+        choices=ACCEL_CHOICES,
+        help="acceleration: auto (KVM only with vmx/svm and kvm_intel/kvm_amd), kvm or tcg",
+    )
+    group.addoption(
+        "--boot-timeout",
+        dest="boot_timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="how long a boot may take until SSH answers (default scales with acceleration)",
+    )
+    group.addoption(
+        "--output-dir",
+        dest="output_dir",
+        default=None,
+        metavar="DIR",
+        help="where artifacts go (default: _railyard/<platform>-<time>/)",
+    )
+    group.addoption(
+        "--keep-on-failure",
+        dest="keep_on_failure",
+        action="store_true",
+        help="leave a failing test's machines running and say how to ssh in",
+    )
+    group.addoption(
+        "--keep-artifacts",
+        dest="keep_artifacts",
+        action="store_true",
+        help="keep console, journal and Ignition artifacts of passing tests too",
+    )
+    for name in platform_names():
+        try:
+            load_platform(name).add_options(group)
+        except ConfigError:
+            continue
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for signature, doc in MARKERS.items():
+        config.addinivalue_line("markers", f"{signature}: {doc}")
+    try:
+        run = Run(config)
+    except ConfigError as exc:
+        raise pytest.UsageError(str(exc)) from exc
+    config.stash[RUN_KEY] = run
+    if getattr(config, "workerinput", None) is None:
+        run.prepare_output_dir()
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_XdistHooks(run), "railyard-xdist")
+
+
+class _XdistHooks:
+    def __init__(self, run: Run) -> None:
+        self.run = run
+
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput["railyard_run_id"] = self.run.run_id
+        node.workerinput["railyard_output_dir"] = str(self.run.output_dir)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    run = config.stash.get(RUN_KEY, None)
+    if run is not None:
+        run.close()
+
+
+def _requirements(node: pytest.Item | pytest.Collector | Any) -> Requirements:
+    try:
+        return requirements_from_marks(node.iter_markers())
+    except ConfigError as exc:
+        raise pytest.UsageError(f"{node.nodeid}: {exc}") from exc
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if not MACHINE_FIXTURES & set(metafunc.fixturenames):
+        return
+    run = metafunc.config.stash[RUN_KEY]
+    req = _requirements(metafunc.definition)
+    channels = channels_for(req, run.run_channels, run.default_channel, run.any_channel)
+    # Tests sharing a module's machine are grouped per channel by a module-scoped parameter.
+    argname = "railyard_module_target" if "module_machine" in metafunc.fixturenames else "railyard_target"
+    scope: Literal["module", "function"] = "module" if argname == "railyard_module_target" else "function"
+    metafunc.parametrize(
+        argname,
+        [Target(run.platform_name, ch, run.explicit_distro or "", None) for ch in channels],
+        indirect=True,
+        ids=[f"{run.platform_name}-{ch}" for ch in channels],
+        scope=scope,
+    )
+
+
+# -- fixtures -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def railyard_run(pytestconfig: pytest.Config) -> Run:
+    """The run: id, output dir, platform, images, SSH key."""
+    return pytestconfig.stash[RUN_KEY]
+
+
+@pytest.fixture(scope="session")
+def platform(railyard_run: Run) -> Any:
+    """The platform machines boot on (session-scoped; cleans up at the end)."""
+    return railyard_run.platform
+
+
+def _target_and_image(request: pytest.FixtureRequest, run: Run, node: Any) -> tuple[Target, ImageChoice]:
+    target: Target = (
+        request.param if hasattr(request, "param") else Target(run.platform_name, run.default_channel, "")
+    )
+    req = _requirements(node)
+    early = skip_reason(req, Target(target.platform, target.channel, "", None))
+    if early:  # decided before any image is built
+        pytest.skip(early)
+    image = run.image_for(target.channel)
+    full = Target(target.platform, target.channel, image.distro.name, image.version)
+    reason = skip_reason(req, full, run.platform_cls.machine_capabilities)
+    if reason:
+        pytest.skip(reason)
+    return full, image
+
+
+@pytest.fixture
+def railyard_target(request: pytest.FixtureRequest, railyard_run: Run) -> tuple[Target, ImageChoice]:
+    """What this test runs against (platform, channel, distro, version) and the image to boot."""
+    if "railyard_module_target" in request.fixturenames:
+        shared: tuple[Target, ImageChoice] = request.getfixturevalue("railyard_module_target")
+        return shared
+    return _target_and_image(request, railyard_run, request.node)
+
+
+@pytest.fixture(scope="module")
+def railyard_module_target(request: pytest.FixtureRequest, railyard_run: Run) -> tuple[Target, ImageChoice]:
+    """The target of the machine a module's tests share."""
+    return _target_and_image(request, railyard_run, request.node)
+
+
+def _failed(item: pytest.Item) -> bool:
+    reports = item.stash.get(REPORTS_KEY, {})
+    return any(r.failed for r in reports.values())
+
+
+@contextmanager
+def _factory(
+    request: pytest.FixtureRequest, run: Run, image: ImageChoice, node: Any, failed: Callable[[], bool]
+) -> Iterator[MachineFactory]:
+    directory = run.output_dir / safe_name(node.nodeid.replace("/", "."), 120)
+    label = node.name if hasattr(node, "name") else "machine"
+    factory = MachineFactory(run, image, _requirements(node), directory, label.split("[")[0])
+    try:
+        yield factory
+    finally:
+        for note in factory.finish(failed()):
+            log.warning("%s", note)
+            if isinstance(request.node, pytest.Item):
+                request.node.add_report_section("teardown", "railyard", note)
+
+
+def _register(request: pytest.FixtureRequest, factory: MachineFactory) -> None:
+    item = request.node
+    if isinstance(item, pytest.Item):
+        item.stash.setdefault(FACTORIES_KEY, []).append(factory)
+
+
+@pytest.fixture
+def machine_factory(
+    request: pytest.FixtureRequest, railyard_run: Run, railyard_target: tuple[Target, ImageChoice]
+) -> Generator[MachineFactory, None, None]:
+    """Boot your own machines: `machine_factory.create(count=2, ignition=..., butane=...)`."""
+    with _factory(
+        request, railyard_run, railyard_target[1], request.node, lambda: _failed(request.node)
+    ) as factory:
+        _register(request, factory)
+        yield factory
+
+
+@pytest.fixture
+def machine(machine_factory: MachineFactory) -> GuestMachine:
+    """A fresh machine for this test, provisioned with the harness's base Ignition plus the test's own."""
+    return machine_factory.create(1)[0]
+
+
+@pytest.fixture
+def cluster(machine_factory: MachineFactory) -> list[GuestMachine]:
+    """`@pytest.mark.cluster(N)` machines booted together, on a private network (`m.private_address`)."""
+    return machine_factory.create(machine_factory.req.cluster_size, private_network=True)
+
+
+@pytest.fixture(scope="module")
+def module_machine(
+    request: pytest.FixtureRequest, railyard_run: Run, railyard_module_target: tuple[Target, ImageChoice]
+) -> Generator[GuestMachine, None, None]:
+    """One machine shared by the tests of a module that only read (markers come from the module)."""
+    image = railyard_module_target[1]
+    failures: list[bool] = []
+    request.node.stash[_MODULE_FAILURES] = failures
+    with _factory(request, railyard_run, image, request.node, lambda: any(failures)) as factory:
+        request.node.stash[_MODULE_FACTORY] = factory
+        yield factory.create(1)[0]
+
+
+_MODULE_FAILURES = pytest.StashKey[list[bool]]()
+_MODULE_FACTORY = pytest.StashKey[MachineFactory]()
+
+
+# -- per-test hooks: timeout, console checks, reports ---------------------------------------------------
+
+
+@contextmanager
+def _alarm(seconds: float | None, nodeid: str) -> Iterator[None]:
+    if not seconds:
+        yield
+        return
+
+    def expired(signum: int, frame: Any) -> None:
+        raise WaitTimeout(f"{nodeid} exceeded its timeout of {seconds:.0f} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    req = _requirements(item)
+    with _alarm(req.timeout, item.nodeid):
+        result = yield
+    if "no_console_check" in req.flags:
+        return result
+    factories = [*item.stash.get(FACTORIES_KEY, [])]
+    module_factory = item.parent.stash.get(_MODULE_FACTORY, None) if item.parent else None
+    if module_factory is not None and "module_machine" in getattr(item, "fixturenames", ()):
+        factories.append(module_factory)
+    matches = [m for f in factories for m in f.check()]
+    if matches:
+        raise ConsoleCheckError("the machine reported a failure:\n" + describe(matches))
+    return result
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    report: pytest.TestReport = yield
+    item.stash.setdefault(REPORTS_KEY, {})[report.when] = report
+    if report.failed and item.parent is not None:
+        failures = item.parent.stash.get(_MODULE_FAILURES, None)
+        if failures is not None:
+            failures.append(True)
+    return report

@@ -1,0 +1,187 @@
+"""Run-wide state: run id, output directory, platform, images per channel, SSH key, boot admission."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import os
+import secrets
+import shutil
+import threading
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pytest
+from images.metadata import ImageMetadata, read_metadata
+
+from harness.acceleration import Acceleration, Timeouts, detect
+from harness.admission import BootSlots
+from harness.distros import Distro, get_distro
+from harness.errors import ConfigError
+from harness.registry import load_platform
+from harness.ssh import KeyPair, generate_keypair
+from platforms.base import Platform, PlatformContext
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ImageChoice:
+    path: Path
+    metadata: ImageMetadata | None
+    distro: Distro
+    channel: str
+
+    @property
+    def version(self) -> str | None:
+        return self.metadata.version if self.metadata else None
+
+
+def _opt(config: pytest.Config, name: str) -> Any:
+    return config.getoption(name)
+
+
+def new_run_id() -> str:
+    return datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+class Run:
+    """Created once per pytest process (controller and each xdist worker share the run id and output dir)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.platform_name: str = _opt(config, "railyard_platform")
+        self.platform_cls: type[Platform] = load_platform(self.platform_name)
+        self.accel: Acceleration = detect(_opt(config, "qemu_accel"))
+        self.timeouts = Timeouts.for_acceleration(self.accel, boot=_opt(config, "boot_timeout"))
+        self.keep_on_failure: bool = _opt(config, "keep_on_failure")
+        self.keep_artifacts: bool = _opt(config, "keep_artifacts")
+        self.run_channels: list[str] | None = _opt(config, "railyard_channels")
+        explicit = _opt(config, "railyard_image")
+        self.explicit_image: Path | None = _check_image(Path(explicit)) if explicit else None
+        self.explicit_distro: str | None = _opt(config, "railyard_distro")
+        if self.explicit_distro:
+            get_distro(self.explicit_distro)
+        self.explicit_metadata = read_metadata(self.explicit_image) if self.explicit_image else None
+
+        workerinput = getattr(config, "workerinput", None)
+        if workerinput is not None:
+            self.run_id = str(workerinput["railyard_run_id"])
+            self.output_dir = Path(workerinput["railyard_output_dir"])
+        else:
+            self.run_id = new_run_id()
+            given = _opt(config, "output_dir")
+            if given:
+                self.output_dir = Path(given).absolute()
+            else:
+                base = Path(config.invocation_params.dir) / "_railyard"
+                self.output_dir = base / f"{self.platform_name}-{self.run_id}"
+        self.worker = workerinput["workerid"] if workerinput is not None else "main"
+        self._images: dict[str, ImageChoice] = {}
+        self._image_lock = threading.Lock()
+        self._platform: Platform | None = None
+        self.kept_machines: list[str] = []
+
+    def prepare_output_dir(self) -> None:
+        """Create the output dir and the `<platform>-latest` link (controller only)."""
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        latest = self.output_dir.parent / f"{self.platform_name}-latest"
+        try:
+            if latest.is_symlink() or latest.exists():
+                latest.unlink()
+            latest.symlink_to(self.output_dir.name)
+        except OSError as exc:
+            log.debug("could not update %s: %s", latest, exc)
+
+    # -- images ---------------------------------------------------------------------------------------
+
+    @property
+    def default_channel(self) -> str:
+        if self.explicit_metadata and self.explicit_metadata.channel:
+            return self.explicit_metadata.channel
+        return "stable"
+
+    @property
+    def any_channel(self) -> bool:
+        """Whether an image of any channel can be had (the default image is built per channel)."""
+        return self.explicit_image is None
+
+    def image_for(self, channel: str) -> ImageChoice:
+        with self._image_lock:
+            if channel not in self._images:
+                self._images[channel] = self._resolve_image(channel)
+            return self._images[channel]
+
+    def _resolve_image(self, channel: str) -> ImageChoice:
+        if self.explicit_image is not None:
+            meta = self.explicit_metadata
+            distro_name = self.explicit_distro or (meta.distro if meta else None)
+            if distro_name is None:
+                raise ConfigError(
+                    f"{self.explicit_image} has no Railyard metadata: say which OS it is with --distro "
+                    f"(flatcar, fcos or railyard)"
+                )
+            return ImageChoice(self.explicit_image, meta, get_distro(distro_name), channel)
+        from images.build import ensure_image
+
+        built = ensure_image(channel=channel)
+        meta = read_metadata(built.path)
+        distro_name = self.explicit_distro or (meta.distro if meta else "railyard")
+        return ImageChoice(built.path, meta, get_distro(distro_name), channel)
+
+    # -- platform, key, admission ----------------------------------------------------------------------
+
+    @property
+    def platform(self) -> Platform:
+        if self._platform is None:
+            options = {k: v for k, v in vars(self.config.option).items()}
+            ctx = PlatformContext(
+                run_id=self.run_id,
+                output_dir=self.output_dir,
+                accel=self.accel,
+                timeouts=self.timeouts,
+                options=options,
+            )
+            platform = self.platform_cls(ctx)
+            platform.validate()
+            self._platform = platform
+        return self._platform
+
+    @cached_property
+    def keypair(self) -> KeyPair:
+        directory = self.output_dir / "keys" / self.worker
+        directory.mkdir(parents=True, exist_ok=True)
+        return generate_keypair(directory)
+
+    @cached_property
+    def boot_slots(self) -> BootSlots:
+        cores = os.cpu_count() or 1
+        count = cores if self.platform_cls.local else 64
+        return BootSlots(count, memory_mib=int(_opt(self.config, "qemu_memory") or 0))
+
+    def close(self) -> None:
+        if self._platform is not None:
+            self._platform.close()
+            self._platform = None
+        if "keypair" in self.__dict__ and not self.kept_machines:
+            shutil.rmtree(self.output_dir / "keys" / self.worker, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                (self.output_dir / "keys").rmdir()
+
+
+def _check_image(path: Path) -> Path:
+    path = path.expanduser().absolute()
+    if not path.exists():
+        raise ConfigError(f"--image {path}: no such file")
+    if not path.is_file():
+        raise ConfigError(f"--image {path}: not a regular file")
+    if not os.access(path, os.R_OK):
+        raise ConfigError(f"--image {path}: not readable by this user")
+    with path.open("rb") as f:
+        head = f.read(4)
+    if head != b"QFI\xfb" and path.stat().st_size < 1 << 20:
+        raise ConfigError(f"--image {path}: neither a qcow2 image nor a raw disk of plausible size")
+    return path

@@ -1,0 +1,28 @@
+"""Running the plugin in a child pytest, as a user would, and checking what it left behind."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+INNER_TIMEOUT = 1800.0
+
+
+def run_inner(pytester: pytest.Pytester, *args: str, timeout: float = INNER_TIMEOUT) -> pytest.RunResult:
+    """Run pytest in a subprocess with the Railyard plugin, artifacts under `<tmp>/out`."""
+    out = pytester.path / "out"
+    return pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--output-dir", str(out), "-v", "-rA", *args, timeout=timeout
+    )
+
+
+def qemu_processes_under(path: Path) -> list[str]:
+    """QEMU processes whose command line names `path` (machines of one inner run)."""
+    ps = subprocess.run(["pgrep", "-a", "-f", "qemu-system"], capture_output=True, text=True, check=False)
+    return [line for line in ps.stdout.splitlines() if str(path) in line]
+
+
+def leftover_disks(path: Path) -> list[Path]:
+    return [p for p in path.rglob("*") if p.suffix in (".qcow2", ".fd") or p.name.endswith(".sock")]

@@ -1,0 +1,52 @@
+"""The default image: Ignition provisions it at first boot; A/B /usr with a trial boot and automatic fallback."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from harness.ssh import SSHConnection, generate_keypair
+
+from harness.ignition import IgnitionConfig
+
+
+@pytest.fixture(scope="module")
+def tester_key(tmp_path_factory):
+    return generate_keypair(tmp_path_factory.mktemp("tester-key"))
+
+
+def test_ignition_adds_user_with_key_and_writes_file(machine_factory, tester_key):
+    config = (
+        IgnitionConfig()
+        .add_user("tester", ssh_keys=[tester_key.public_line])
+        .add_file("/etc/railyard-image-test", "written by ignition\n", mode=0o600)
+        .to_dict()
+    )
+    [machine] = machine_factory.create(ignition=config)
+    endpoint = dataclasses.replace(machine.vm.ssh_endpoint, user="tester")
+    with SSHConnection(endpoint, tester_key.pkey, connect_timeout=30.0) as ssh:
+        ssh.connect()
+        assert ssh.run("id -un", timeout=60).stdout == "tester\n"
+    assert machine.succeed("sudo cat /etc/railyard-image-test") == "written by ignition\n"
+    assert machine.succeed("sudo stat -c %a /etc/railyard-image-test").strip() == "600"
+
+
+def test_copy_of_usr_a_boots_from_usr_b_after_a_trial(machine):
+    assert machine.os.booted_slot() == "USR-A"
+    machine.succeed("sudo railyard-slot install --copy-booted", timeout=machine.timeouts.command * 4)
+    machine.reboot()
+    assert machine.os.booted_slot() == "USR-B"
+    assert machine.succeed("findmnt -n -o OPTIONS /usr").split(",")[0] == "ro"
+
+
+@pytest.mark.flags("no_console_check")  # the broken trial boot fails on purpose
+def test_broken_usr_b_falls_back_to_usr_a_by_itself(machine):
+    machine.succeed("truncate -s 64M /tmp/empty.ext4 && mkfs.ext4 -q -O ^has_journal /tmp/empty.ext4")
+    machine.succeed("sudo railyard-slot install /tmp/empty.ext4", timeout=machine.timeouts.command * 4)
+    # No test step touches the boot order after this: the trial boot of USR-B fails, the boot counter is
+    # spent, and the next boot takes USR-A again.
+    machine.reboot(timeout=machine.timeouts.reboot * 3)
+    assert machine.os.booted_slot() == "USR-A"
+    assert len(machine.boot_ids) == 2
+    status = machine.os.slot_status()
+    assert status.get("last_trial") == "failed", status

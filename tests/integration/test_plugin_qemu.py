@@ -1,0 +1,144 @@
+"""The plugin end to end: real QEMU boots under the accelerator this host has, through a child pytest."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.integration.helpers import leftover_disks, qemu_processes_under, run_inner
+
+
+def test_passing_test(pytester):
+    pytester.makepyfile(
+        test_pass="""
+        def test_echo(machine):
+            assert machine.succeed("echo hello") == "hello\\n"
+            assert machine.os.booted_slot() == "USR-A"
+        """
+    )
+    result = run_inner(pytester)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*test_echo?qemu-stable? PASSED*"])
+    out = pytester.path / "out"
+    assert qemu_processes_under(out) == []
+    assert leftover_disks(out) == []
+    assert not any(out.rglob("console.txt")), "artifacts of a passing test are not kept by default"
+
+
+def test_failing_assertion_keeps_artifacts(pytester):
+    pytester.makepyfile(
+        test_fail="""
+        def test_wrong(machine):
+            assert machine.succeed("echo actual").strip() == "expected"
+        """
+    )
+    result = run_inner(pytester)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*AssertionError*", "*actual*expected*"])
+    out = pytester.path / "out"
+    [machine_dir] = [p.parent for p in out.rglob("console.txt")]
+    for name in ("console.txt", "journal.txt", "ignition.json", "qemu-cmdline.txt"):
+        assert (machine_dir / name).stat().st_size > 0, f"{name} is empty"
+    assert "Linux version" in (machine_dir / "console.txt").read_text(errors="replace")
+    assert qemu_processes_under(out) == []
+    assert leftover_disks(out) == []
+
+
+def test_kernel_panic_is_detected(pytester):
+    pytester.makepyfile(
+        test_panic="""
+        def test_crash(machine):
+            machine.execute("sudo sh -c 'echo 1 > /proc/sys/kernel/sysrq; "
+                            "(sleep 1; echo c > /proc/sysrq-trigger) >/dev/null 2>&1 &'")
+            deadline = machine.timeouts.command
+            from harness.retry import poll
+            poll(lambda: "Kernel panic" in machine.console_text() or None, timeout=deadline, what="the panic")
+        """
+    )
+    result = run_inner(pytester)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*ConsoleCheckError*", "*kernel panic: *Kernel panic - not syncing*"])
+    assert qemu_processes_under(pytester.path / "out") == []
+
+
+def test_invalid_ignition_fails_before_any_boot(pytester):
+    pytester.makepyfile(
+        test_bad="""
+        import pytest
+
+        @pytest.mark.ignition({"ignition": {"version": "3.3.0"},
+                               "storage": {"files": [{"path": "relative/path"}]}})
+        def test_never_boots(machine):
+            raise AssertionError("must not run")
+        """
+    )
+    result = run_inner(pytester)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*ConfigError*relative/path*"])
+    out = pytester.path / "out"
+    assert not any(out.rglob("console.txt")), "a machine was started for an invalid config"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--platform=nosuch"], "*argument --platform: invalid choice*"),
+        (["--image=/nonexistent.qcow2"], "*--image /nonexistent.qcow2: no such file*"),
+        (["--qemu-accel=fast"], "*argument --qemu-accel: invalid choice*"),
+    ],
+)
+def test_bad_options_are_one_clear_error(pytester, args, message):
+    pytester.makepyfile(test_x="def test_x(machine):\n    pass\n")
+    result = run_inner(pytester, *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+    assert qemu_processes_under(pytester.path / "out") == []
+
+
+def test_timeout_leaves_nothing_behind(pytester):
+    pytester.makepyfile(
+        test_slow="""
+        import pytest
+
+        @pytest.mark.timeout(3)
+        def test_hangs(machine):
+            machine.succeed("sleep 600", timeout=900)
+        """
+    )
+    result = run_inner(pytester)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*exceeded its timeout of 3 s*"])
+    out = pytester.path / "out"
+    assert qemu_processes_under(out) == []
+    assert leftover_disks(out) == []
+
+
+def test_ctrl_c_during_boot_leaves_nothing_behind(pytester):
+    pytester.makepyfile(test_boot="def test_boot(machine):\n    pass\n")
+    out = pytester.path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--output-dir", str(out), "test_boot.py"],
+        cwd=pytester.path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 900
+        while not qemu_processes_under(out):
+            assert proc.poll() is None, proc.communicate()[0].decode()
+            assert time.monotonic() < deadline, "no machine started"
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        output = proc.communicate(timeout=120)[0].decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, output
+    assert qemu_processes_under(out) == []
+    assert leftover_disks(out) == []
