@@ -1,0 +1,359 @@
+"""The SSH transport to a guest: key generation, readiness by banner, commands and file copies (paramiko).
+
+Readiness is decided by reading the `SSH-` banner with a short timeout, never by a full login: QEMU's
+user-mode network accepts a forwarded TCP connection before the guest listens and then stays silent, and
+repeated half-open logins trip sshd's MaxStartups throttling.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import select
+import shlex
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import paramiko
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from harness.errors import BootError, SSHError, WaitTimeout
+from platforms.base import SSHEndpoint
+
+log = logging.getLogger(__name__)
+
+KEY_COMMENT = "railyard"
+BANNER_TRY_TIMEOUT = 3.0
+_CHUNK = 32768
+
+
+# -- keys ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    private_path: Path
+    public_line: str
+    """`ssh-ed25519 AAAA... railyard`, ready for authorized_keys or Ignition's sshAuthorizedKeys."""
+    pkey: paramiko.PKey
+
+
+def generate_keypair(directory: Path) -> KeyPair:
+    """Create an ed25519 key pair in `directory` (`id_ed25519` mode 0600 and `id_ed25519.pub`)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key = Ed25519PrivateKey.generate()
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    public_line = f"{public.decode()} {KEY_COMMENT}"
+    private_path = directory / "id_ed25519"
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(private_pem)
+    os.chmod(private_path, 0o600)
+    (directory / "id_ed25519.pub").write_text(public_line + "\n")
+    pkey = paramiko.Ed25519Key.from_private_key(io.StringIO(private_pem.decode()))
+    return KeyPair(private_path=private_path, public_line=public_line, pkey=pkey)
+
+
+def load_keypair(private_path: Path) -> KeyPair:
+    """Load a key pair written by `generate_keypair` (e.g. one shared by xdist workers)."""
+    pkey = paramiko.Ed25519Key.from_private_key_file(str(private_path))
+    return KeyPair(private_path, f"{pkey.get_name()} {pkey.get_base64()} {KEY_COMMENT}", pkey)
+
+
+# -- readiness -------------------------------------------------------------------------------------------
+
+
+def read_banner(host: str, port: int, timeout: float = BANNER_TRY_TIMEOUT) -> str:
+    """One attempt: connect and read lines until one starts with `SSH-`. Raises OSError or TimeoutError."""
+    deadline = time.monotonic() + timeout
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        buffer = b""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("connected, but no SSH banner arrived")
+            sock.settimeout(remaining)
+            chunk = sock.recv(1024)
+            if not chunk:
+                raise ConnectionError("connection closed before an SSH banner arrived")
+            buffer += chunk
+            while b"\n" in buffer:
+                line, _, buffer = buffer.partition(b"\n")
+                if line.startswith(b"SSH-"):
+                    return line.decode(errors="replace").rstrip("\r")
+            if len(buffer) > 8192:
+                raise ConnectionError("no SSH banner in the first 8 KiB")
+
+
+def wait_for_banner(
+    host: str,
+    port: int,
+    timeout: float,
+    *,
+    alive: Callable[[], bool] | None = None,
+    interval: float = 1.0,
+) -> str:
+    """Poll until sshd at host:port sends its banner; return the banner line.
+
+    Raises BootError as soon as `alive()` says the machine is gone, WaitTimeout after `timeout` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    attempts = 0
+    last_error = "no attempt made"
+    while True:
+        if alive is not None and not alive():
+            raise BootError(f"the machine stopped while waiting for SSH on {host}:{port} ({last_error})")
+        attempts += 1
+        try_timeout = min(BANNER_TRY_TIMEOUT, max(0.1, deadline - time.monotonic()))
+        try:
+            banner = read_banner(host, port, try_timeout)
+        except OSError as exc:
+            last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        else:
+            log.debug("SSH banner on %s:%d after %d attempt(s): %s", host, port, attempts, banner)
+            return banner
+        if time.monotonic() + interval > deadline:
+            raise WaitTimeout(
+                f"no SSH banner on {host}:{port} within {timeout:.0f} s ({attempts} attempts; last: "
+                f"{last_error}); look at the console log for why the guest did not start sshd"
+            )
+        time.sleep(interval)
+
+
+# -- commands --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    command: str
+    status: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 0
+
+
+class SSHConnection:
+    """One authenticated SSH session to a guest. Host keys are not checked: guests are disposable."""
+
+    def __init__(self, endpoint: SSHEndpoint, pkey: paramiko.PKey, *, connect_timeout: float) -> None:
+        self.endpoint = endpoint
+        self.pkey = pkey
+        self.connect_timeout = connect_timeout
+        self._client: paramiko.SSHClient | None = None
+        self._lock = threading.Lock()
+
+    def connect(self) -> None:
+        with self._lock:
+            if self._client is not None and self._is_active_locked():
+                return
+            self._close_locked()
+            ep = self.endpoint
+            client = paramiko.SSHClient()
+            # An empty in-memory host key store: nothing is read from or written to ~/.ssh.
+            client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+            try:
+                client.connect(
+                    ep.host,
+                    port=ep.port,
+                    username=ep.user,
+                    pkey=self.pkey,
+                    timeout=self.connect_timeout,
+                    banner_timeout=self.connect_timeout,
+                    auth_timeout=self.connect_timeout,
+                    allow_agent=False,
+                    look_for_keys=False,
+                )
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                client.close()
+                raise SSHError(f"cannot log in to {ep.user}@{ep.host}:{ep.port}: {exc!r}") from exc
+            transport = client.get_transport()
+            if transport is not None:
+                transport.set_keepalive(15)
+            self._client = client
+            log.debug("SSH connected to %s@%s:%d", ep.user, ep.host, ep.port)
+
+    @property
+    def is_active(self) -> bool:
+        with self._lock:
+            return self._is_active_locked()
+
+    def _is_active_locked(self) -> bool:
+        if self._client is None:
+            return False
+        transport = self._client.get_transport()
+        return transport is not None and transport.is_active()
+
+    def _transport(self) -> paramiko.Transport:
+        """The live transport, logging in (again) first if the connection is not up (e.g. after a reboot)."""
+        self.connect()
+        with self._lock:
+            transport = self._client.get_transport() if self._client is not None else None
+        if transport is None or not transport.is_active():
+            raise SSHError(f"the SSH connection to {self.endpoint.host}:{self.endpoint.port} was closed")
+        return transport
+
+    def run(self, command: str, *, timeout: float, stdin: bytes | None = None) -> CommandResult:
+        """Run `command` through the guest user's shell. A non-zero exit is a result, not an error.
+
+        Raises WaitTimeout if it does not finish within `timeout` seconds, SSHError if the transport fails."""
+        status, out, err = self._run_raw(command, timeout, stdin)
+        return CommandResult(command, status, out.decode(errors="replace"), err.decode(errors="replace"))
+
+    def _run_raw(self, command: str, timeout: float, stdin: bytes | None) -> tuple[int, bytes, bytes]:
+        transport = self._transport()
+        try:
+            channel = transport.open_session(timeout=self.connect_timeout)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise SSHError(f"cannot open an SSH channel to run {command!r}: {exc!r}") from exc
+        try:
+            return self._run_on(channel, command, timeout, stdin)
+        finally:
+            channel.close()
+
+    def _run_on(
+        self, channel: paramiko.Channel, command: str, timeout: float, stdin: bytes | None
+    ) -> tuple[int, bytes, bytes]:
+        deadline = time.monotonic() + timeout
+        stdout, stderr = bytearray(), bytearray()
+
+        def expired() -> WaitTimeout:
+            return WaitTimeout(
+                f"command did not finish within {timeout:.0f} s on {self.endpoint.host}:{self.endpoint.port}: "
+                f"{command}\n--- stdout so far ---\n{stdout.decode(errors='replace')[-2000:]}"
+                f"\n--- stderr so far ---\n{stderr.decode(errors='replace')[-2000:]}"
+            )
+
+        try:
+            channel.exec_command(command)
+            if stdin is not None:
+                threading.Thread(target=self._feed, args=(channel, stdin), daemon=True).start()
+            else:
+                channel.shutdown_write()
+            # Both streams are drained as data comes, so a command filling one pipe never blocks.
+            while True:
+                while channel.recv_ready():
+                    stdout += channel.recv(_CHUNK)
+                while channel.recv_stderr_ready():
+                    stderr += channel.recv_stderr(_CHUNK)
+                if channel.eof_received or channel.closed:
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise expired()
+                select.select([channel], [], [], min(remaining, 1.0))
+            while channel.recv_ready():
+                stdout += channel.recv(_CHUNK)
+            while channel.recv_stderr_ready():
+                stderr += channel.recv_stderr(_CHUNK)
+            if not channel.status_event.wait(max(0.0, deadline - time.monotonic())):
+                raise expired()
+            status = channel.recv_exit_status()
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise SSHError(f"SSH failed while running {command!r}: {exc!r}") from exc
+        if status == -1:
+            raise SSHError(f"the SSH connection was lost while running {command!r} (no exit status)")
+        return status, bytes(stdout), bytes(stderr)
+
+    @staticmethod
+    def _feed(channel: paramiko.Channel, data: bytes) -> None:
+        try:
+            view = memoryview(data)
+            while view:
+                sent = channel.send(bytes(view[:_CHUNK]))
+                if sent <= 0:
+                    break
+                view = view[sent:]
+            channel.shutdown_write()
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            log.debug("writing stdin stopped: %r", exc)
+
+    # -- files ---------------------------------------------------------------------------------------------
+
+    def put(self, local: Path, remote: str, mode: int | None = None) -> None:
+        """Copy a local file to the guest (SFTP, or `cat` over exec if the guest has no SFTP server)."""
+        try:
+            sftp = self._open_sftp()
+        except SSHError:
+            sftp = None
+        if sftp is not None:
+            try:
+                with sftp:
+                    sftp.put(str(local), remote)
+                    if mode is not None:
+                        sftp.chmod(remote, mode)
+                return
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                raise SSHError(f"cannot copy {local} to the guest's {remote}: {exc!r}") from exc
+        quoted = shlex.quote(remote)
+        command = f"cat > {quoted}" + (f" && chmod {mode:o} {quoted}" if mode is not None else "")
+        status, _, err = self._run_raw(command, max(60.0, self.connect_timeout), local.read_bytes())
+        if status != 0:
+            raise SSHError(f"cannot copy {local} to the guest's {remote}: {err.decode(errors='replace')}")
+
+    def get(self, remote: str, local: Path) -> None:
+        """Copy a file from the guest (SFTP, or `cat` over exec if the guest has no SFTP server)."""
+        local.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            sftp = self._open_sftp()
+        except SSHError:
+            sftp = None
+        if sftp is not None:
+            try:
+                with sftp:
+                    sftp.get(remote, str(local))
+                return
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                raise SSHError(f"cannot copy the guest's {remote} to {local}: {exc!r}") from exc
+        result = self._run_bytes(f"cat {shlex.quote(remote)}")
+        local.write_bytes(result)
+
+    def _open_sftp(self) -> paramiko.SFTPClient:
+        transport = self._transport()
+        try:
+            sftp = paramiko.SFTPClient.from_transport(transport)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise SSHError(f"no SFTP on {self.endpoint.host}:{self.endpoint.port}: {exc!r}") from exc
+        if sftp is None:
+            raise SSHError(f"no SFTP on {self.endpoint.host}:{self.endpoint.port}")
+        return sftp
+
+    def _run_bytes(self, command: str) -> bytes:
+        status, out, err = self._run_raw(command, max(60.0, self.connect_timeout), None)
+        if status != 0:
+            raise SSHError(f"{command!r} failed with status {status}: {err.decode(errors='replace')}")
+        return out
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_locked()
+
+    def _close_locked(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.close()
+            finally:
+                self._client = None
+
+    def __enter__(self) -> SSHConnection:
+        self.connect()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,361 @@
+"""The local QEMU platform: one QEMU process per machine, controlled over QMP.
+
+The command line comes from the pure `qemu_command` (platforms.qemu_command). Disposable runtime files (overlay
+disk, UEFI vars, QMP socket, pidfiles) live in `spec.workdir/runtime-*/`, which destroy removes (and `railyard
+gc` after a crash); the console log, the Ignition config, QEMU's own log and the command line stay in
+`spec.workdir`. When the workdir is too deep for a unix socket path, the QMP socket goes to a short temp dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+from harness.errors import BootError, ConfigError, ImageError, PlatformError
+from harness.qmp import QMPClient
+from platforms.base import (
+    CAP_HARD_RESET,
+    CAP_SNAPSHOT,
+    Machine,
+    MachineSpec,
+    Platform,
+    PlatformContext,
+    SSHEndpoint,
+)
+from platforms.qemu_command import (
+    FIRMWARE_CHOICES,
+    OVMF_CODE,
+    OVMF_VARS,
+    QEMU_BINARY,
+    QEMU_IMG,
+    Firmware,
+    QemuPaths,
+    forwarded_port,
+    overlay_command,
+    qemu_command,
+    socket_path_fits,
+)
+from platforms.qemu_process import (
+    RUNTIME_PREFIX,
+    SOCKET_DIR_PREFIX,
+    ProcessLauncher,
+    gc_socket_dirs,
+    gc_stale_runtime,
+    remove_runtime,
+    write_owner,
+)
+
+__all__ = ["Firmware", "QemuMachine", "QemuPaths", "QemuPlatform", "gc_stale_runtime", "qemu_command"]
+
+log = logging.getLogger(__name__)
+
+QMP_START_TIMEOUT = 30.0
+KILL_GRACE = 3.0
+DEFAULT_MEMORY_MIB = 1024
+DEFAULT_CPUS = 2
+
+
+class QemuMachine(Machine):
+    capabilities: ClassVar[frozenset[str]] = frozenset({CAP_HARD_RESET, CAP_SNAPSHOT})
+
+    def __init__(
+        self,
+        spec: MachineSpec,
+        *,
+        process: subprocess.Popen[bytes],
+        qmp: QMPClient,
+        paths: QemuPaths,
+        command: list[str],
+        ssh_port: int,
+    ) -> None:
+        super().__init__(spec)
+        self.process = process
+        self.qmp = qmp
+        self.paths = paths
+        self.command = command
+        self.ssh_port = ssh_port
+
+    @property
+    def ssh_endpoint(self) -> SSHEndpoint:
+        return SSHEndpoint("127.0.0.1", self.ssh_port, self.spec.ssh_user)
+
+    @property
+    def console_path(self) -> Path:
+        return self.paths.console
+
+    def is_running(self) -> bool:
+        return self.process.poll() is None
+
+    def _require_running(self, action: str) -> None:
+        if not self.is_running():
+            raise PlatformError(
+                f"cannot {action} {self.name}: QEMU exited with status {self.process.returncode}; "
+                f"see {self.paths.log} and {self.paths.console}"
+            )
+
+    def reset(self) -> None:
+        self._require_running("reset")
+        log.info("%s: hard reset", self.name)
+        self.qmp.execute("system_reset")
+
+    def poweroff(self, timeout: float) -> None:
+        if not self.is_running():
+            self.kill()
+            return
+        log.info("%s: ACPI power-off (up to %.0f s)", self.name, timeout)
+        try:
+            self.qmp.execute("system_powerdown")
+            self.process.wait(timeout)
+        except PlatformError as exc:
+            log.warning("%s: power-off request failed (%s); killing QEMU", self.name, exc)
+        except subprocess.TimeoutExpired:
+            log.warning("%s: the guest did not power off within %.0f s; killing QEMU", self.name, timeout)
+        self.kill()
+
+    def kill(self) -> None:
+        """Quit QEMU through QMP, SIGKILL it if that does not work within a few seconds, reap it."""
+        if self.process.poll() is None:
+            try:
+                if self.qmp.connected:
+                    self.qmp.execute("quit", timeout=KILL_GRACE)
+            except PlatformError:
+                pass  # QEMU closes the socket as it quits: no reply is the normal case too.
+            try:
+                self.process.wait(KILL_GRACE)
+            except subprocess.TimeoutExpired:
+                log.warning("%s: QEMU did not quit; sending SIGKILL", self.name)
+                self.process.kill()
+                self.process.wait()
+        self.qmp.close()
+
+    def save_snapshot(self, tag: str, timeout: float = 120.0) -> None:
+        """Save the whole VM state (disk, UEFI vars, RAM, devices) inside the qcow2 overlay as `tag`."""
+        self._hmp_snapshot("savevm", tag, timeout)
+
+    def load_snapshot(self, tag: str, timeout: float = 120.0) -> None:
+        """Return the running VM to the state saved as `tag`."""
+        self._hmp_snapshot("loadvm", tag, timeout)
+
+    def _hmp_snapshot(self, verb: str, tag: str, timeout: float) -> None:
+        self._require_running(verb)
+        if not tag or any(c.isspace() or c == '"' for c in tag):
+            raise PlatformError(f"bad snapshot tag {tag!r}: use letters, digits, '-' and '_'")
+        # HMP reports failure as text, not as a QMP error.
+        output = self.qmp.human_monitor(f"{verb} {tag}", timeout=timeout).strip()
+        if output:
+            raise PlatformError(f"{verb} {tag} failed on {self.name}: {output}")
+
+    def artifacts(self) -> dict[str, str]:
+        return {"qemu-cmdline.txt": shlex.join(self.command) + "\n"}
+
+    def __repr__(self) -> str:
+        return f"<QemuMachine {self.name} pid={self.process.pid} ssh=127.0.0.1:{self.ssh_port}>"
+
+
+class QemuPlatform(Platform):
+    name: ClassVar[str] = "qemu"
+    local: ClassVar[bool] = True
+
+    def __init__(self, ctx: PlatformContext) -> None:
+        super().__init__(ctx)
+        self._launcher = ProcessLauncher()
+        # A machine kept for a person to inspect must survive the test process, so it cannot die with it.
+        self.die_with_parent = not ctx.options.get("keep_on_failure")
+
+    @classmethod
+    def add_options(cls, group: argparse._ArgumentGroup | Any) -> None:
+        # A pytest OptionGroup has `addoption`; a plain argparse group has `add_argument`.
+        add = getattr(group, "addoption", None) or group.add_argument
+        add(
+            "--qemu-memory", dest="qemu_memory", type=int, default=DEFAULT_MEMORY_MIB, metavar="MIB",
+            help=f"guest memory in MiB of QEMU machines (default: {DEFAULT_MEMORY_MIB})",
+        )  # fmt: skip
+        add(
+            "--qemu-cpus", dest="qemu_cpus", type=int, default=DEFAULT_CPUS, metavar="N",
+            help=f"vCPUs of QEMU machines (default: {DEFAULT_CPUS})",
+        )  # fmt: skip
+        add(
+            "--qemu-firmware", dest="qemu_firmware", choices=FIRMWARE_CHOICES, default=None,
+            help="firmware to boot with (default: what the image declares, else uefi)",
+        )  # fmt: skip
+        add(
+            "--qemu-binary", dest="qemu_binary", default=QEMU_BINARY, metavar="PATH",
+            help=f"the QEMU system emulator (default: {QEMU_BINARY})",
+        )  # fmt: skip
+
+    # -- options -----------------------------------------------------------------------------------------
+
+    def _option(self, name: str) -> Any:
+        return self.ctx.options.get(name)
+
+    @property
+    def binary(self) -> str:
+        return str(self._option("qemu_binary") or QEMU_BINARY)
+
+    def effective_spec(self, spec: MachineSpec) -> MachineSpec:
+        """`spec` with the command-line overrides applied: a non-default --qemu-memory / --qemu-cpus and
+        any --qemu-firmware win over the spec (whose firmware comes from the image's metadata)."""
+        changes: dict[str, Any] = {}
+        for option, field_name, default in (
+            ("qemu_memory", "memory_mib", DEFAULT_MEMORY_MIB),
+            ("qemu_cpus", "cpus", DEFAULT_CPUS),
+            ("qemu_firmware", "firmware", None),
+        ):
+            value = self._option(option)
+            if value is not None and value != default:
+                changes[field_name] = value
+        return replace(spec, **changes) if changes else spec
+
+    def validate(self) -> None:
+        if shutil.which(self.binary) is None:
+            raise ConfigError(
+                f"QEMU not found ({self.binary}): apt-get install qemu-system-x86, or --qemu-binary"
+            )
+        if shutil.which(QEMU_IMG) is None:
+            raise ConfigError(f"{QEMU_IMG} not found: apt-get install qemu-utils")
+        firmware = self._option("qemu_firmware")
+        if firmware is not None and firmware not in FIRMWARE_CHOICES:
+            raise ConfigError(f"--qemu-firmware={firmware}: choose one of {', '.join(FIRMWARE_CHOICES)}")
+        if firmware in (None, "uefi"):
+            for path in (OVMF_CODE, OVMF_VARS):
+                if not path.is_file():
+                    raise ConfigError(f"UEFI firmware file {path} is missing: apt-get install ovmf")
+        for option in ("qemu_memory", "qemu_cpus"):
+            value = self._option(option)
+            if value is not None and int(value) < 1:
+                raise ConfigError(f"--{option.replace('_', '-')} must be positive, not {value}")
+        for leftover in gc_socket_dirs():
+            log.debug("removed stale QMP socket dir %s", leftover)
+
+    # -- boot --------------------------------------------------------------------------------------------
+
+    def _boot(self, spec: MachineSpec) -> QemuMachine:
+        spec = self.effective_spec(spec)
+        firmware = Firmware.named(spec.firmware)
+        if not spec.image.is_file():
+            raise ImageError(f"machine {spec.name}: image {spec.image} does not exist")
+        workdir = spec.workdir.absolute()
+        workdir.mkdir(parents=True, exist_ok=True)
+        runtime_dir = Path(tempfile.mkdtemp(prefix=RUNTIME_PREFIX, dir=workdir))
+        socket_dir = None
+        try:
+            if not socket_path_fits(runtime_dir / "qmp.sock"):
+                socket_dir = Path(tempfile.mkdtemp(prefix=SOCKET_DIR_PREFIX))
+            write_owner(runtime_dir, socket_dir)
+            return self._start(spec, firmware, QemuPaths.layout(workdir, runtime_dir, socket_dir))
+        except BaseException:
+            remove_runtime(runtime_dir)
+            raise
+
+    def _start(self, spec: MachineSpec, firmware: Firmware, paths: QemuPaths) -> QemuMachine:
+        _run([*overlay_command(spec.image, image_format(spec.image), paths.overlay)])
+        if firmware.kind == "uefi":
+            assert firmware.vars_template is not None
+            # qcow2 vars so that savevm can snapshot every writable drive.
+            _run(
+                [
+                    QEMU_IMG,
+                    "convert",
+                    "-q",
+                    "-f",
+                    "raw",
+                    "-O",
+                    "qcow2",
+                    str(firmware.vars_template),
+                    str(paths.vars),
+                ]
+            )
+        if not paths.ignition.is_file() or paths.ignition.read_text().strip() != spec.ignition.strip():
+            paths.ignition.write_text(spec.ignition)
+        command = qemu_command(spec, accel=self.ctx.accel, paths=paths, firmware=firmware, binary=self.binary)
+        (paths.console.parent / "qemu-cmdline.txt").write_text(shlex.join(command) + "\n")
+        log.info("%s: starting QEMU (%s, %s, %d MiB, %d vCPU)", spec.name, self.ctx.accel.name, firmware.kind,
+                 spec.memory_mib, spec.cpus)  # fmt: skip
+        log.debug("%s: %s", spec.name, shlex.join(command))
+        process = self._launcher.start(command, paths.log, die_with_parent=self.die_with_parent)
+        qmp = QMPClient(paths.qmp_socket)
+        try:
+            _connect_qmp(qmp, process, paths, QMP_START_TIMEOUT)
+            port = forwarded_port(qmp.human_monitor("info usernet"))
+        except BaseException:
+            qmp.close()
+            _stop(process)
+            raise
+        machine = QemuMachine(spec, process=process, qmp=qmp, paths=paths, command=command, ssh_port=port)
+        log.info("%s: QEMU pid %d, SSH forwarded from 127.0.0.1:%d", spec.name, process.pid, port)
+        return machine
+
+    def _destroy(self, machine: Machine) -> None:
+        if not isinstance(machine, QemuMachine):
+            raise PlatformError(f"{machine!r} was not booted by the qemu platform")
+        try:
+            machine.kill()
+        finally:
+            remove_runtime(machine.paths.runtime_dir)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._launcher.stop()
+
+
+def image_format(image: Path) -> str:
+    """The format of a disk image as qemu-img sees it (`qcow2`, `raw`...)."""
+    try:
+        out = _run([QEMU_IMG, "info", "-U", "--output=json", str(image)])
+        fmt = json.loads(out)["format"]
+    except (PlatformError, ValueError, KeyError) as exc:
+        raise ImageError(f"cannot read the format of image {image}: {exc}") from exc
+    if not isinstance(fmt, str):
+        raise ImageError(f"qemu-img reports no format for {image}")
+    return fmt
+
+
+def _run(argv: list[str]) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise PlatformError(f"{shlex.join(argv)} failed: {exc}") from exc
+    if done.returncode != 0:
+        raise PlatformError(f"{shlex.join(argv)} failed ({done.returncode}): {done.stderr.strip()}")
+    return done.stdout
+
+
+def _connect_qmp(qmp: QMPClient, process: subprocess.Popen[bytes], paths: QemuPaths, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not paths.qmp_socket.exists():
+        if process.poll() is not None:
+            raise BootError(
+                f"QEMU exited at start with status {process.returncode}:\n{_tail(paths.log)}\n"
+                f"(command line in {paths.console.parent / 'qemu-cmdline.txt'})"
+            )
+        if time.monotonic() > deadline:
+            raise BootError(f"QEMU created no QMP socket within {timeout:.0f} s:\n{_tail(paths.log)}")
+        time.sleep(0.05)
+    try:
+        qmp.connect(max(1.0, deadline - time.monotonic()))
+    except PlatformError as exc:
+        raise BootError(f"QMP connection to QEMU failed: {exc}\n{_tail(paths.log)}") from exc
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+
+
+def _tail(path: Path, limit: int = 4000) -> str:
+    try:
+        return path.read_text(errors="replace")[-limit:].strip() or "(QEMU wrote nothing)"
+    except OSError:
+        return "(no QEMU log)"

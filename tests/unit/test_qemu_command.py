@@ -1,0 +1,264 @@
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from harness.acceleration import Acceleration, Timeouts
+from harness.errors import ConfigError, PlatformError
+from platforms.base import MachineSpec, PlatformContext, PrivateNet
+from platforms.qemu import QemuPlatform
+from platforms.qemu_command import (
+    Firmware,
+    QemuPaths,
+    forwarded_port,
+    overlay_command,
+    qemu_command,
+    socket_path_fits,
+)
+from platforms.qemu_process import OWNER_FILE, SOCKET_DIR_FILE, gc_socket_dirs, gc_stale_runtime, write_owner
+
+TCG = Acceleration("tcg", "test")
+KVM = Acceleration("kvm", "test")
+
+
+def make_spec(tmp_path: Path, **kw: object) -> MachineSpec:
+    defaults: dict[str, object] = {
+        "name": "m1",
+        "image": tmp_path / "base.qcow2",
+        "ignition": "{}",
+        "ignition_fw_cfg": "opt/com.coreos/config",
+        "workdir": tmp_path / "work",
+    }
+    defaults.update(kw)
+    return MachineSpec(**defaults)  # type: ignore[arg-type]
+
+
+def paths_for(tmp_path: Path, workdir: Path | None = None) -> QemuPaths:
+    return QemuPaths.layout(workdir or tmp_path / "work", tmp_path / "run")
+
+
+def option_value(argv: list[str], flag: str) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv) if a == flag]
+
+
+def test_tcg_uefi_command(tmp_path):
+    spec = make_spec(tmp_path)
+    paths = paths_for(tmp_path)
+    argv = qemu_command(spec, accel=TCG, paths=paths, firmware=Firmware.named("uefi"))
+    assert argv[0] == "qemu-system-x86_64"
+    assert option_value(argv, "-machine") == ["q35"]
+    assert option_value(argv, "-accel") == ["tcg,thread=multi"]
+    assert option_value(argv, "-cpu") == ["max"]
+    assert option_value(argv, "-smp") == ["2"]
+    assert option_value(argv, "-m") == ["1024"]
+    for flag in ("-nodefaults", "-no-user-config"):
+        assert flag in argv
+    assert option_value(argv, "-vga") == ["none"]
+    assert option_value(argv, "-display") == ["none"]
+    # The console goes to a file, never to a socket nobody reads.
+    assert option_value(argv, "-chardev") == [f"file,id=con,path={paths.console}"]
+    assert option_value(argv, "-serial") == ["chardev:con"]
+    assert not any("socket" in a for a in argv)
+    drives = option_value(argv, "-drive")
+    assert drives[0] == "if=pflash,unit=0,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd"
+    assert drives[1] == f"if=pflash,unit=1,format=qcow2,file={paths.vars}"
+    assert drives[2].startswith("if=none,id=disk0,format=qcow2,")
+    assert drives[2].endswith(f"file={paths.overlay}")
+    assert "virtio-blk-pci,drive=disk0,bootindex=1" in option_value(argv, "-device")
+    assert option_value(argv, "-fw_cfg") == [f"name=opt/com.coreos/config,file={paths.ignition}"]
+    assert option_value(argv, "-netdev") == ["user,id=n0,hostfwd=tcp:127.0.0.1:0-:22"]
+    devices = option_value(argv, "-device")
+    assert "i6300esb" in devices
+    assert "virtio-rng-pci" in devices
+    assert any(d.startswith("virtio-net-pci,netdev=n0") for d in devices)
+    assert option_value(argv, "-action") == ["watchdog=reset"]
+    assert option_value(argv, "-qmp") == [f"unix:{paths.qmp_socket},server=on,wait=off"]
+    assert option_value(argv, "-pidfile") == [str(paths.pidfile)]
+
+
+def test_kvm_bios_command(tmp_path):
+    spec = make_spec(tmp_path, cpus=4, memory_mib=2048, firmware="bios")
+    argv = qemu_command(spec, accel=KVM, paths=paths_for(tmp_path), firmware=Firmware.named("bios"))
+    assert option_value(argv, "-accel") == ["kvm"]
+    assert option_value(argv, "-cpu") == ["host"]
+    assert option_value(argv, "-smp") == ["4"]
+    assert option_value(argv, "-m") == ["2048"]
+    assert not any("pflash" in a for a in argv)
+
+
+def test_commas_in_paths_are_escaped(tmp_path):
+    workdir = tmp_path / "test_x[a,b]" / "m1"
+    paths = paths_for(tmp_path, workdir)
+    argv = qemu_command(
+        make_spec(tmp_path, workdir=workdir), accel=TCG, paths=paths, firmware=Firmware.named("bios")
+    )
+    assert option_value(argv, "-chardev") == [f"file,id=con,path={str(paths.console).replace(',', ',,')}"]
+    assert "test_x[a,,b]" in option_value(argv, "-fw_cfg")[0]
+
+
+def test_binary_and_name(tmp_path):
+    argv = qemu_command(
+        make_spec(tmp_path, name="web-1"),
+        accel=TCG,
+        paths=paths_for(tmp_path),
+        firmware=Firmware.named("bios"),
+        binary="/opt/qemu/bin/qemu-system-x86_64",
+    )
+    assert argv[0] == "/opt/qemu/bin/qemu-system-x86_64"
+    assert option_value(argv, "-name") == ["web-1"]
+
+
+def test_command_is_pure(tmp_path):
+    qemu_command(make_spec(tmp_path), accel=TCG, paths=paths_for(tmp_path), firmware=Firmware.named("uefi"))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("field", "value"), [("cpus", 0), ("memory_mib", 16)])
+def test_bad_sizes_rejected(tmp_path, field, value):
+    with pytest.raises(ConfigError):
+        qemu_command(
+            make_spec(tmp_path, **{field: value}),
+            accel=TCG,
+            paths=paths_for(tmp_path),
+            firmware=Firmware.named("bios"),
+        )
+
+
+def test_unknown_firmware():
+    with pytest.raises(ConfigError, match="uefi"):
+        Firmware.named("coreboot")
+
+
+def test_overlay_command_uses_absolute_backing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = overlay_command(Path("base.img"), "raw", tmp_path / "o.qcow2")
+    assert argv[:7] == ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw"]
+    assert argv[argv.index("-b") + 1] == str(tmp_path / "base.img")
+
+
+USERNET = """Hub -1 (n0):
+  Protocol[State]    FD  Source Address  Port   Dest. Address  Port RecvQ SendQ
+  TCP[ESTABLISHED]   22       127.0.0.1 40000       10.0.2.15    22     0     0
+  TCP[HOST_FORWARD]  14       127.0.0.1 8080        10.0.2.15    80     0     0
+  TCP[HOST_FORWARD]  13       127.0.0.1 35119       10.0.2.15    22     0     0
+"""
+
+
+def test_forwarded_port():
+    assert forwarded_port(USERNET) == 35119
+    assert forwarded_port(USERNET, guest_port=80) == 8080
+
+
+def test_forwarded_port_missing():
+    with pytest.raises(PlatformError, match="no host forward"):
+        forwarded_port("Hub -1 (n0):\n  Protocol[State]    FD\n")
+
+
+def make_ctx(tmp_path: Path, **options: object) -> PlatformContext:
+    return PlatformContext("run", tmp_path, TCG, Timeouts.for_acceleration(TCG), options)
+
+
+def test_options_register_and_override(tmp_path):
+    parser = argparse.ArgumentParser()
+    QemuPlatform.add_options(parser.add_argument_group("railyard"))
+    defaults = parser.parse_args([])
+    assert (defaults.qemu_memory, defaults.qemu_cpus, defaults.qemu_firmware) == (1024, 2, None)
+    assert defaults.qemu_binary == "qemu-system-x86_64"
+    # Defaults leave the spec alone (its firmware comes from the image's metadata).
+    platform = QemuPlatform(make_ctx(tmp_path, **vars(defaults)))
+    spec = platform.effective_spec(make_spec(tmp_path, memory_mib=512, firmware="bios"))
+    assert (spec.memory_mib, spec.cpus, spec.firmware) == (512, 2, "bios")
+    ns = parser.parse_args(["--qemu-memory", "2048", "--qemu-firmware", "uefi", "--qemu-cpus", "1"])
+    platform = QemuPlatform(make_ctx(tmp_path, **vars(ns)))
+    spec = platform.effective_spec(make_spec(tmp_path, firmware="bios"))
+    assert (spec.memory_mib, spec.cpus, spec.firmware) == (2048, 1, "uefi")
+    assert platform.name == "qemu"
+    assert platform.local
+
+
+def test_validate_names_the_package(tmp_path):
+    platform = QemuPlatform(make_ctx(tmp_path, qemu_binary="/nonexistent/qemu"))
+    with pytest.raises(ConfigError, match="qemu-system-x86"):
+        platform.validate()
+
+
+def test_private_net_nic(tmp_path):
+    net = PrivateNet(hub_port=40001, mac="52:54:00:cc:00:01", address="10.0.3.1/24")
+    argv = qemu_command(
+        make_spec(tmp_path, private_net=net),
+        accel=TCG,
+        paths=paths_for(tmp_path),
+        firmware=Firmware.named("bios"),
+    )
+    assert option_value(argv, "-netdev") == [
+        "user,id=n0,hostfwd=tcp:127.0.0.1:0-:22",
+        "socket,id=p0,connect=127.0.0.1:40001",
+    ]
+    assert "virtio-net-pci,netdev=p0,mac=52:54:00:cc:00:01,romfile=" in option_value(argv, "-device")
+
+
+def test_socket_dir_for_deep_workdirs(tmp_path):
+    deep = Path("/x" * 60)
+    assert not socket_path_fits(deep / "qmp.sock")
+    assert socket_path_fits(Path("/tmp/railyard-qmp-abc/qmp.sock"))
+    paths = QemuPaths.layout(deep, deep / "runtime-1", Path("/tmp/railyard-qmp-abc"))
+    assert paths.qmp_socket == Path("/tmp/railyard-qmp-abc/qmp.sock")
+    assert paths.overlay == deep / "runtime-1" / "disk.qcow2"
+    assert paths.console == deep / "console.txt"
+
+
+def runtime_dir(parent: Path, name: str, owner: int | None) -> Path:
+    path = parent / name / f"runtime-{name}"
+    path.mkdir(parents=True)
+    if owner is not None:
+        (path / OWNER_FILE).write_text(f"{owner}\n")
+    (path / "disk.qcow2").write_bytes(b"")
+    (path.parent / "console.txt").write_text("boot log")
+    return path
+
+
+def test_gc_stale_runtime(tmp_path):
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = runtime_dir(tmp_path / "run1" / "test_a", "m1", dead.pid)
+    live = runtime_dir(tmp_path / "run2" / "test_b", "m2", 1)  # pid 1 is alive
+    fresh = runtime_dir(tmp_path / "run2" / "test_c", "m3", None)  # being created right now
+    socket_dir = tmp_path / "railyard-qmp-x"
+    socket_dir.mkdir()
+    (stale / SOCKET_DIR_FILE).write_text(f"{socket_dir}\n")
+    (tmp_path / "run-latest").symlink_to(tmp_path / "run1")
+    assert gc_stale_runtime(tmp_path) == [stale]
+    assert not stale.exists()
+    assert not socket_dir.exists()
+    assert (stale.parent / "console.txt").read_text() == "boot log"  # artifacts stay
+    assert live.exists()
+    assert fresh.exists()
+    assert gc_stale_runtime(tmp_path / "missing") == []
+
+
+def test_write_owner(tmp_path):
+    write_owner(tmp_path)
+    assert (tmp_path / OWNER_FILE).read_text().strip().isdigit()
+    assert not (tmp_path / SOCKET_DIR_FILE).exists()
+
+
+def test_gc_socket_dirs(tmp_path):
+    import os
+    import time
+
+    old = time.time() - 3600
+    unused = tmp_path / "railyard-qmp-old"
+    unused.mkdir()
+    (unused / "qmp.sock").write_text("")
+    os.utime(unused, (old, old))
+    recent = tmp_path / "railyard-qmp-new"
+    recent.mkdir()
+    other = tmp_path / "something-else"
+    other.mkdir()
+    os.utime(other, (old, old))
+    assert gc_socket_dirs(tmp_path) == [unused]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["railyard-qmp-new", "something-else"]

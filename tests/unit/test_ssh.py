@@ -1,0 +1,131 @@
+"""Key generation and readiness by SSH banner, against local TCP servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+import stat
+import threading
+import time
+
+import paramiko
+import pytest
+
+from harness.errors import BootError, WaitTimeout
+from harness.ssh import CommandResult, generate_keypair, load_keypair, wait_for_banner
+
+
+def test_generate_keypair_round_trip(tmp_path):
+    pair = generate_keypair(tmp_path / "keys")
+    assert stat.S_IMODE(pair.private_path.stat().st_mode) == 0o600
+    assert pair.private_path.read_text().startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+    kind, blob, comment = pair.public_line.split()
+    assert (kind, comment) == ("ssh-ed25519", "railyard")
+    assert blob.startswith("AAAA")
+    assert isinstance(pair.pkey, paramiko.Ed25519Key)
+    assert pair.pkey.get_base64() == blob
+    assert (tmp_path / "keys" / "id_ed25519.pub").read_text().strip() == pair.public_line
+    again = load_keypair(pair.private_path)
+    assert again.public_line == pair.public_line
+    # The private key signs what the public half verifies.
+    signature = pair.pkey.sign_ssh_data(b"data")
+    signature.rewind()
+    public = paramiko.Ed25519Key(data=pair.pkey.asbytes())
+    assert public.verify_ssh_sig(b"data", signature)
+
+
+def test_keypairs_differ(tmp_path):
+    assert generate_keypair(tmp_path / "a").public_line != generate_keypair(tmp_path / "b").public_line
+
+
+class TcpServer:
+    """Accepts connections on 127.0.0.1 and either sends `payload` after `delay` or stays silent."""
+
+    def __init__(self, payload: bytes | None, delay: float = 0.0) -> None:
+        self.payload = payload
+        self.delay = delay
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.connections: list[socket.socket] = []
+        self.stop = threading.Event()
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections.append(conn)
+            if self.payload is not None:
+                time.sleep(self.delay)
+                conn.sendall(self.payload)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+        for conn in self.connections:
+            conn.close()
+
+
+@pytest.fixture
+def server_factory():
+    servers: list[TcpServer] = []
+
+    def make(payload: bytes | None, delay: float = 0.0) -> TcpServer:
+        servers.append(TcpServer(payload, delay))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_banner_ok(server_factory):
+    server = server_factory(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n", delay=0.2)
+    assert wait_for_banner("127.0.0.1", server.port, 5) == "SSH-2.0-OpenSSH_9.2p1 Debian-2"
+
+
+def test_banner_after_preamble_lines(server_factory):
+    server = server_factory(b"Welcome\r\nSSH-2.0-x\r\n")
+    assert wait_for_banner("127.0.0.1", server.port, 5) == "SSH-2.0-x"
+
+
+def test_silent_accept_is_not_ready(server_factory):
+    # What QEMU's user-net forward does before the guest's sshd listens.
+    server = server_factory(None)
+    start = time.monotonic()
+    with pytest.raises(WaitTimeout, match="no SSH banner") as info:
+        wait_for_banner("127.0.0.1", server.port, 2.5, interval=0.2)
+    assert time.monotonic() - start < 6
+    assert "Timeout" in str(info.value) or "timed out" in str(info.value)
+
+
+def test_refused_times_out():
+    port = free_port()
+    with pytest.raises(WaitTimeout, match="ConnectionRefusedError"):
+        wait_for_banner("127.0.0.1", port, 1.0, interval=0.2)
+
+
+def test_dead_machine_aborts_early():
+    port = free_port()
+    calls = []
+
+    def alive() -> bool:
+        calls.append(1)
+        return len(calls) < 3
+
+    start = time.monotonic()
+    with pytest.raises(BootError, match="stopped"):
+        wait_for_banner("127.0.0.1", port, 30, alive=alive, interval=0.05)
+    assert time.monotonic() - start < 5
+
+
+def test_command_result_ok():
+    assert CommandResult("true", 0, "", "").ok
+    assert not CommandResult("false", 1, "", "").ok
