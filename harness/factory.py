@@ -260,6 +260,7 @@ class MachineFactory:
                 (workdir / fname).write_text(text)
             guest.close()
             if failed and self.run.keep_on_failure:
+                self.run.platform.release(guest.vm)
                 self.run.kept_machines.append(guest.name)
                 notes.append(
                     f"kept {guest.name} running: {guest.vm.access_hint()} -i {self.run.keypair.private_path}"

@@ -112,6 +112,11 @@ class L2Hub:
 
     def close(self) -> None:
         self._closed.set()
+        # Wake the accept thread and let it finish before the descriptor is freed: a closed descriptor
+        # number is reused at once, and a thread still in accept() would serve someone else's socket.
+        with contextlib.suppress(OSError):
+            self._server.shutdown(socket.SHUT_RDWR)
+        self._thread.join(timeout=5.0)
         self._server.close()
         with self._lock:
             peers, self._peers = self._peers, []

@@ -114,6 +114,10 @@ def pytest_configure(config: pytest.Config) -> None:
         run.prepare_output_dir()
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(run), "railyard-xdist")
+        # Tests sharing a module's machine must run in one worker: group them (see pytest_collection_modifyitems).
+        if config.getoption("dist", "no") == "load":
+            config.option.dist = "loadgroup"
+            config.option.loadgroup = True
 
 
 class _XdistHooks:
@@ -154,6 +158,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         ids=[f"{run.platform_name}-{ch}" for ch in channels],
         scope=scope,
     )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "module_machine" in getattr(item, "fixturenames", ()) and item.parent is not None:
+            item.add_marker(pytest.mark.xdist_group(item.parent.nodeid))
 
 
 # -- fixtures -----------------------------------------------------------------------------------------
@@ -211,7 +221,9 @@ def _failed(item: pytest.Item) -> bool:
 def _factory(
     request: pytest.FixtureRequest, run: Run, image: ImageChoice, node: Any, failed: Callable[[], bool]
 ) -> Iterator[MachineFactory]:
-    directory = run.output_dir / safe_name(node.nodeid.replace("/", "."), 120)
+    # A module's shared machine is booted once per channel: the directory names both.
+    suffix = "" if isinstance(node, pytest.Item) else f"[{run.platform_name}-{image.channel}]"
+    directory = run.output_dir / safe_name(node.nodeid.replace("/", ".") + suffix, 120)
     label = node.name if hasattr(node, "name") else "machine"
     factory = MachineFactory(run, image, _requirements(node), directory, label.split("[")[0])
     try:
