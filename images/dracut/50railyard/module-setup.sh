@@ -1,0 +1,27 @@
+#!/bin/bash
+# Railyard's additions to the initramfs: what Debian's Ignition needs on this
+# image, and removal of the first-boot boot entry once Ignition has succeeded.
+
+check() {
+    return 255
+}
+
+depends() {
+    echo ignition systemd
+}
+
+install() {
+    # Debian's Ignition relabels for SELinux whenever /etc/selinux/config exists
+    # in the new root; this image has no SELinux, so relabelling is a no-op.
+    inst_script "$moddir/setfiles" /usr/sbin/setfiles
+
+    inst_script "$moddir/railyard-firstboot-done" /usr/sbin/railyard-firstboot-done
+    inst_simple "$moddir/railyard-firstboot-done.service" \
+        "$systemdsystemunitdir/railyard-firstboot-done.service"
+    mkdir -p "$initdir/$systemdsystemunitdir/ignition-complete.target.requires"
+    ln_r "$systemdsystemunitdir/railyard-firstboot-done.service" \
+        "$systemdsystemunitdir/ignition-complete.target.requires/railyard-firstboot-done.service"
+
+    inst_simple "$moddir/watchdog.conf" /etc/systemd/system.conf.d/railyard-watchdog.conf
+    inst_multiple mount umount rm sync mkdir rmdir
+}

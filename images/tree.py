@@ -1,0 +1,316 @@
+"""Turn the cached Debian root file system into the Railyard trees: /usr (one slot) and ROOT.
+
+Order matters: the initramfs is built from the pristine tree (plus the project's dracut
+module) so it can be cached apart from the overlay; the overlay and the version stamp come after.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import ImageError
+from images.hosttools import run
+
+log = logging.getLogger(__name__)
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+OVERLAY_DIR = PACKAGE_DIR / "overlay"
+DRACUT_DIR = PACKAGE_DIR / "dracut"
+TREE_RECIPE_VERSION = "1"
+
+# Where the image keeps its own dracut inputs inside /usr (so a guest can rebuild its initrd).
+DRACUT_CONF_IN_USR = "lib/railyard/dracut.conf"
+DRACUT_MODULE_NAME = "50railyard"
+
+# Module directories (below lib/modules/<kver>/kernel) a virtual test machine never needs.
+PRUNED_MODULE_DIRS: tuple[str, ...] = (
+    "sound",
+    "drivers/gpu",
+    "drivers/media",
+    "drivers/infiniband",
+    "drivers/net/wireless",
+    "drivers/net/ethernet",
+    "drivers/net/can",
+    "drivers/staging",
+    "drivers/comedi",
+    "drivers/isdn",
+    "drivers/bluetooth",
+    "drivers/iio",
+    "drivers/mtd",
+    "drivers/target",
+    "drivers/hwmon",
+    "drivers/usb",
+    "drivers/video",
+    "drivers/mmc",
+    "drivers/misc",
+    "drivers/scsi/qla2xxx",
+    "drivers/scsi/lpfc",
+    "drivers/scsi/bfa",
+    "drivers/scsi/be2iscsi",
+    "drivers/scsi/megaraid",
+    "drivers/scsi/mpt3sas",
+    "drivers/scsi/aic7xxx",
+    "net/wireless",
+    "net/mac80211",
+    "net/bluetooth",
+)
+
+# Files of the overlay that must be executable or have a special mode.
+OVERLAY_MODES: dict[str, int] = {
+    "usr/bin/railyard-slot": 0o755,
+    "usr/lib/railyard/health-check": 0o755,
+    "etc/sudoers.d/railyard": 0o440,
+}
+
+# Units a test machine does not need; each costs boot time under emulation.
+MASKED_UNITS: tuple[str, ...] = (
+    "e2scrub_reap.service",
+    "e2scrub_all.timer",
+    "apt-daily.timer",
+    "apt-daily-upgrade.timer",
+    "dpkg-db-backup.timer",
+    "fstrim.timer",
+    "systemd-networkd-wait-online.service",
+    "modprobe@.service",
+    "systemd-boot-update.service",
+    "systemd-pstore.service",
+    "getty@tty1.service",
+    "systemd-firstboot.service",
+    "ssh.socket",
+    # /usr changes with every slot switch; these would rerun on each one.
+    "ldconfig.service",
+    "systemd-hwdb-update.service",
+    "systemd-journal-catalog-update.service",
+    "systemd-update-done.service",
+)
+
+# Enablement that belongs to /usr (so an update carries it): (link below lib/systemd/system, target).
+STATIC_LINKS: tuple[tuple[str, str], ...] = (
+    ("boot-complete.target.requires/railyard-health.service", "../railyard-health.service"),
+)
+
+
+def tree_hash(root: Path) -> str:
+    """Content hash of a directory tree (paths, modes, file contents, link targets)."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if "__pycache__" in rel:
+            continue
+        digest.update(rel.encode() + b"\0")
+        if path.is_symlink():
+            digest.update(b"L" + os.readlink(path).encode())
+        elif path.is_file():
+            digest.update(b"F" + path.read_bytes())
+        else:
+            digest.update(b"D")
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def initramfs_inputs_hash() -> str:
+    """What the initramfs depends on besides the root file system."""
+    digest = hashlib.sha256()
+    digest.update(TREE_RECIPE_VERSION.encode())
+    digest.update("\n".join(PRUNED_MODULE_DIRS).encode())
+    digest.update(tree_hash(DRACUT_DIR).encode())
+    return digest.hexdigest()[:16]
+
+
+def customisation_hash() -> str:
+    """What the trees depend on besides the root file system and the initramfs."""
+    digest = hashlib.sha256()
+    digest.update(TREE_RECIPE_VERSION.encode())
+    digest.update(tree_hash(OVERLAY_DIR).encode())
+    digest.update(repr((sorted(OVERLAY_MODES.items()), MASKED_UNITS, STATIC_LINKS)).encode())
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class PreparedTree:
+    """An extracted root tree, with the kernel moved into /usr/lib/modules/<kver>/."""
+
+    root: Path
+    kernel_version: str
+
+    @property
+    def usr(self) -> Path:
+        return self.root / "usr"
+
+    @property
+    def module_dir(self) -> Path:
+        return self.usr / "lib" / "modules" / self.kernel_version
+
+    @property
+    def vmlinuz(self) -> Path:
+        return self.module_dir / "vmlinuz"
+
+    @property
+    def initrd(self) -> Path:
+        return self.module_dir / "initrd"
+
+
+def extract_rootfs(tarball: Path, dest: Path) -> PreparedTree:
+    dest.mkdir(parents=True)
+    run(["tar", "-C", dest, "--numeric-owner", "-xpf", tarball], "extracting the root file system")
+    kernels = sorted((dest / "boot").glob("vmlinuz-*"))
+    if len(kernels) != 1:
+        raise ImageError(f"expected one kernel in the root file system, found {[k.name for k in kernels]}")
+    kver = kernels[0].name.removeprefix("vmlinuz-")
+    tree = PreparedTree(dest, kver)
+    if not tree.module_dir.is_dir():
+        raise ImageError(f"kernel {kver} has no modules in {tree.module_dir}")
+    shutil.move(kernels[0], tree.vmlinuz)
+    for leftover in (dest / "boot").iterdir():
+        leftover.unlink()
+    for name in ("vmlinuz", "vmlinuz.old", "initrd.img", "initrd.img.old"):
+        (dest / name).unlink(missing_ok=True)
+    return tree
+
+
+def prune_modules(tree: PreparedTree) -> None:
+    kernel_dir = tree.module_dir / "kernel"
+    for rel in PRUNED_MODULE_DIRS:
+        shutil.rmtree(kernel_dir / rel, ignore_errors=True)
+    run(["chroot", tree.root, "depmod", "-a", tree.kernel_version], "depmod")
+
+
+def install_dracut_inputs(tree: PreparedTree) -> None:
+    """Put the project's dracut configuration and module into /usr (the guest can rebuild its initrd)."""
+    module_dest = tree.usr / "lib" / "dracut" / "modules.d" / DRACUT_MODULE_NAME
+    shutil.rmtree(module_dest, ignore_errors=True)
+    shutil.copytree(DRACUT_DIR / DRACUT_MODULE_NAME, module_dest)
+    for f in module_dest.iterdir():
+        f.chmod(0o644 if f.suffix in (".conf", ".service") else 0o755)
+    conf = tree.usr / DRACUT_CONF_IN_USR
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(DRACUT_DIR / "dracut.conf", conf)
+
+
+def build_initramfs(tree: PreparedTree, output: Path) -> None:
+    """Run dracut once, in the tree, with the project's configuration and module."""
+    install_dracut_inputs(tree)
+    empty_confdir = tree.root / "run" / "railyard-dracut-conf.d"
+    empty_confdir.mkdir(parents=True, exist_ok=True)
+    inside = "/" + str(tree.initrd.relative_to(tree.root))
+    run(
+        [
+            "chroot",
+            tree.root,
+            "dracut",
+            "--force",
+            "--no-hostonly",
+            "--quiet",
+            "--conf",
+            "/usr/" + DRACUT_CONF_IN_USR,
+            "--confdir",
+            "/run/railyard-dracut-conf.d",
+            "--kver",
+            tree.kernel_version,
+            inside,
+        ],
+        "dracut (initramfs)",
+        env={"SYSTEMD_OFFLINE": "1"},
+    )
+    shutil.rmtree(empty_confdir, ignore_errors=True)
+    shutil.copyfile(tree.initrd, output)
+
+
+def copy_overlay(overlay: Path, root: Path) -> None:
+    for src in sorted(overlay.rglob("*")):
+        rel = src.relative_to(overlay).as_posix()
+        if "__pycache__" in rel:
+            continue
+        dest = root / rel
+        if src.is_dir():
+            dest.mkdir(mode=0o755, parents=True, exist_ok=True)
+            continue
+        if dest.is_symlink() or dest.exists():
+            dest.unlink()
+        shutil.copyfile(src, dest)
+        os.chown(dest, 0, 0)
+        dest.chmod(OVERLAY_MODES.get(rel, 0o644))
+
+
+def os_release(channel: str, version: str, build_key: str, debian_version: str) -> str:
+    return (
+        'NAME="Railyard"\n'
+        "ID=railyard\n"
+        "ID_LIKE=debian\n"
+        f'PRETTY_NAME="Railyard {version} ({channel})"\n'
+        f'VERSION="{version} ({channel})"\n'
+        f"VERSION_ID={version}\n"
+        f"BUILD_ID={build_key}\n"
+        f"RAILYARD_CHANNEL={channel}\n"
+        f"RAILYARD_DEBIAN_VERSION={debian_version}\n"
+    )
+
+
+def _symlink(link: Path, target: str) -> None:
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(target)
+
+
+def customise(tree: PreparedTree, channel: str, version: str, build_key: str) -> None:
+    """Apply the overlay, services, users and the version stamp to an extracted tree."""
+    root = tree.root
+    copy_overlay(OVERLAY_DIR, root)
+    debian_version = (root / "etc" / "debian_version").read_text().strip()
+    (tree.usr / "lib" / "os-release").write_text(os_release(channel, version, build_key, debian_version))
+    _symlink(root / "etc" / "os-release", "../usr/lib/os-release")
+    unit_dir = tree.usr / "lib" / "systemd" / "system"
+    for link, target in STATIC_LINKS:
+        _symlink(unit_dir / link, target)
+    # Ask systemd to treat the first boot as such: it then applies presets, including Ignition's.
+    (root / "etc" / "machine-id").write_text("uninitialized\n")
+    (root / "var" / "lib" / "dbus" / "machine-id").unlink(missing_ok=True)
+    (root / "etc" / "dracut.conf.d" / "11-ifcfg.conf").unlink(missing_ok=True)
+    for f in (root / "etc" / "ssh").glob("ssh_host_*"):
+        f.unlink()
+    run(["chroot", root, "systemctl", "preset-all"], "systemctl preset-all")
+    for unit in MASKED_UNITS:
+        _symlink(root / "etc" / "systemd" / "system" / unit, "/dev/null")
+    group = (root / "etc" / "group").read_text()
+    if not any(line.startswith("wheel:") for line in group.splitlines()):
+        run(["chroot", root, "groupadd", "--system", "wheel"], "groupadd wheel")
+    run(["chroot", root, "visudo", "-c", "-q"], "checking sudoers")
+    # Transient directories come up empty at boot.
+    for d in ("dev", "proc", "sys", "run", "tmp"):
+        path = root / d
+        if path.is_dir():
+            for child in path.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+
+
+def split_usr(tree: PreparedTree, usr_dest: Path) -> Path:
+    """Move /usr out of the tree (leaving an empty mount point); return the new /usr location."""
+    shutil.move(tree.usr, usr_dest)
+    (tree.root / "usr").mkdir(mode=0o755)
+    return usr_dest
+
+
+def directory_bytes(root: Path, skip: Iterable[Path] = ()) -> int:
+    """Approximate space a tree takes in ext4: file sizes rounded up to 4 KiB, plus one block per entry."""
+    skipped = {p.resolve() for p in skip}
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if (Path(dirpath) / d).resolve() not in skipped]
+        total += 4096 * (1 + len(dirnames))
+        for name in filenames:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except FileNotFoundError:
+                continue
+            total += (st.st_size + 4095) // 4096 * 4096 + 256
+    return total
