@@ -55,7 +55,7 @@ pytestmark = [pytest.mark.ignition(CONFIG), pytest.mark.butane(BUTANE)]
 
 
 def test_file_contents_and_mode(module_machine):
-    assert module_machine.succeed("cat /etc/railyard/hello.txt") == "hello from ignition\n"
+    assert module_machine.succeed("sudo cat /etc/railyard/hello.txt") == "hello from ignition\n"
     assert module_machine.succeed("stat -c %a /etc/railyard/hello.txt").strip() == "640"
 
 
