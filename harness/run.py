@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from images.metadata import ImageMetadata, read_metadata
 
 from harness.acceleration import Acceleration, Timeouts, detect
 from harness.admission import BootSlots
@@ -23,6 +22,7 @@ from harness.distros import Distro, get_distro
 from harness.errors import ConfigError
 from harness.registry import load_platform
 from harness.ssh import KeyPair, generate_keypair
+from images.metadata import ImageMetadata, read_metadata
 from platforms.base import Platform, PlatformContext
 
 log = logging.getLogger(__name__)

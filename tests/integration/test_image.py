@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from harness.ssh import SSHConnection, generate_keypair
 
 from harness.ignition import IgnitionConfig
+from harness.ssh import SSHConnection, generate_keypair
 
 
 @pytest.fixture(scope="module")
