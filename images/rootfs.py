@@ -86,6 +86,7 @@ def mmdebstrap_command(
         "mmdebstrap",
         "--variant=apt",
         "--mode=root",
+        "--format=tar",  # whatever the output's name ends with
         '--aptopt=APT::Install-Recommends "false"',
         *[f"--dpkgopt={o}" for o in DPKG_OPTIONS],
         f"--include={','.join(packages)}",
@@ -111,7 +112,7 @@ def ensure_rootfs(cache_dir: Path, force: bool = False, packages: tuple[str, ...
             log.info("root file system: cached %s", path.name)
             return path
         require_tools(["mmdebstrap", "chroot"])
-        partial = path.with_name(path.name + f".partial-{os.getpid()}")
+        partial = path.with_name(f"{path.stem}.partial-{os.getpid()}.tar")
         log.info("root file system: running mmdebstrap (%d packages; a few minutes)", len(packages))
         try:
             run(mmdebstrap_command(partial, packages), "mmdebstrap (root file system)")

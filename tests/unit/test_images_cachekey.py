@@ -68,3 +68,11 @@ def test_mmdebstrap_command_uses_the_package_set_and_hooks(tmp_path):
     assert "--variant=apt" in command
     assert any(c.startswith("--include=") and "ignition" in c and "systemd-boot" in c for c in command)
     assert command[-3:] == ["bookworm", str(tmp_path / "out.tar"), "http://mirror.invalid/debian"]
+
+
+def test_mmdebstrap_writes_a_tarball_whatever_the_output_is_called():
+    from images.rootfs import mmdebstrap_command
+
+    command = mmdebstrap_command(Path("/cache/rootfs/rootfs-x.partial-12.tar"))
+    assert "--format=tar" in command
+    assert command[-2] == "/cache/rootfs/rootfs-x.partial-12.tar"
