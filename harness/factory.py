@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 from harness.consolecheck import ConsoleMatch, scan
+from harness.distros.os import updates_off_ignition
 from harness.errors import BootError, ConfigError, RailyardError
 from harness.ignition import merge, translate_butane, validate
 from harness.l2hub import L2Hub
@@ -78,7 +79,10 @@ class _Watch:
 class MachineFactory:
     """Boots the machines of one test (or one module) and owns them until `finish`."""
 
-    def __init__(self, run: Run, image: ImageChoice, req: Requirements, directory: Path, label: str) -> None:
+    def __init__(
+        self, run: Run, image: ImageChoice, req: Requirements, directory: Path, label: str, test_id: str = ""
+    ) -> None:
+        self.test_id = test_id
         self.run = run
         self.image = image
         self.req = req
@@ -98,7 +102,14 @@ class MachineFactory:
         user: dict[str, Any] = {"name": distro.default_user, "groups": ["sudo"]}
         if "no_ssh_key" not in self.req.flags:
             user["sshAuthorizedKeys"] = [self.run.keypair.public_line]
-        return {"ignition": {"version": distro.ignition_version}, "passwd": {"users": [user]}}
+        config: dict[str, Any] = {
+            "ignition": {"version": distro.ignition_version},
+            "passwd": {"users": [user]},
+        }
+        # Updates are off unless the test asks (its own update.conf replaces this one in the merge).
+        if distro.name in ("railyard", "flatcar"):
+            config = merge(config, updates_off_ignition(distro.name, distro.ignition_version))
+        return config
 
     def ignition_for(
         self, extra: Sequence[Mapping[str, Any]] = (), butane: Sequence[str] = ()
@@ -185,6 +196,8 @@ class MachineFactory:
             memory_mib=int(self.run.config.getoption("qemu_memory")),
             firmware=self.image.metadata.firmware if self.image.metadata else "uefi",
             private_net=net,
+            channel=self.image.channel,
+            test_id=self.test_id,
         )
         slot = self.run.boot_slots.slot(name, timeout=self.run.timeouts.boot * 4)
         with slot:

@@ -102,6 +102,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             continue
 
 
+# Fixtures of update tests (`omaha`, `update_machine`, ...), loaded with the plugin.
+pytest_plugins = ["harness.update_fixtures"]
+
+
 def pytest_configure(config: pytest.Config) -> None:
     for signature, doc in MARKERS.items():
         config.addinivalue_line("markers", f"{signature}: {doc}")
@@ -225,7 +229,7 @@ def _factory(
     suffix = "" if isinstance(node, pytest.Item) else f"[{run.platform_name}-{image.channel}]"
     directory = run.output_dir / safe_name(node.nodeid.replace("/", ".") + suffix, 120)
     label = node.name if hasattr(node, "name") else "machine"
-    factory = MachineFactory(run, image, _requirements(node), directory, label.split("[")[0])
+    factory = MachineFactory(run, image, _requirements(node), directory, label.split("[")[0], node.nodeid)
     try:
         yield factory
     finally:

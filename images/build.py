@@ -26,8 +26,9 @@ from typing import Any
 from filelock import FileLock
 
 from harness.errors import ImageError
+from harness.update_signing import KEY_FILE_NAME, generate_signing_key
 from images import disk
-from images.hosttools import require_free_space, require_root, require_tools
+from images.hosttools import require_free_space, require_root, require_tools, run
 from images.metadata import IGNITION_FW_CFG, ImageMetadata, metadata_path, read_metadata, write_metadata
 from images.rootfs import ensure_rootfs, rootfs_key
 from images.tree import (
@@ -48,6 +49,10 @@ log = logging.getLogger(__name__)
 BUILDER_VERSION = "1"
 DEFAULT_CHANNEL = "stable"
 DEFAULT_VERSION = "1.0.0"
+# The version each channel's image carries; its update payloads are the next versions (see next_version).
+CHANNEL_VERSIONS: dict[str, str] = {"alpha": "4.0.0", "beta": "3.0.0", "stable": "2.0.0", "lts": "1.0.0"}
+SIGNING_KEY_DIR = "keys"
+SIGNING_PUBLIC_NAME = "update-signing.pub"
 OS_NAME = "Railyard"
 SORT_KEY = "railyard"
 FIRSTBOOT_ENTRY_VERSION = 999999
@@ -78,7 +83,84 @@ def _validate(channel: str, version: str) -> None:
             )
 
 
-def image_key(channel: str, version: str) -> str:
+def channel_version(channel: str) -> str:
+    """The version of a channel's image (DEFAULT_VERSION for a channel without its own)."""
+    return CHANNEL_VERSIONS.get(channel, DEFAULT_VERSION)
+
+
+def next_version(version: str, steps: int = 1) -> str:
+    """The version `steps` releases after `version`: its last number counts up (2.0.0 -> 2.0.1)."""
+    if steps < 1:
+        raise ImageError(f"next_version needs steps >= 1, got {steps}")
+    match = re.fullmatch(r"(.*?)(\d+)([^\d]*)", version)
+    if match is None:
+        raise ImageError(f"version {version!r} has no number to count up")
+    head, number, tail = match.groups()
+    return f"{head}{int(number) + steps}{tail}"
+
+
+def update_version(channel: str, steps: int = 1) -> str:
+    """The version of a channel's update payload: `steps` releases after the channel's image."""
+    return next_version(channel_version(channel), steps)
+
+
+# -- the payload-signing key ----------------------------------------------------------------------
+
+
+def _key_dir(cache_dir: Path) -> Path:
+    return cache_dir / SIGNING_KEY_DIR
+
+
+def signing_key(cache_dir: Path | None = None) -> Path:
+    """The private key update payloads are signed with (created once per cache, under a file lock).
+
+    Every image and payload built from this cache trusts its public part
+    (`/usr/share/railyard/update-signing.pub`).
+    """
+    cache_dir = cache_dir or default_cache_dir()
+    keys = _key_dir(cache_dir)
+    public = keys / SIGNING_PUBLIC_NAME
+    private = keys / KEY_FILE_NAME
+    if private.exists() and public.exists():
+        return private
+    locks = cache_dir / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(locks / "signing-key.lock"), timeout=LOCK_TIMEOUT):
+        if private.exists() and public.exists():
+            return private
+        keys.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix="new-key-", dir=keys))
+        try:
+            new_private, line = generate_signing_key(staging)
+            (staging / SIGNING_PUBLIC_NAME).write_text(line + "\n")
+            private.with_name(private.name + ".pub").unlink(missing_ok=True)
+            private.unlink(missing_ok=True)
+            new_private.with_name(new_private.name + ".pub").rename(private.with_name(private.name + ".pub"))
+            new_private.rename(private)
+            (staging / SIGNING_PUBLIC_NAME).rename(public)  # last: its presence means the pair is complete
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        log.info("created the update payload signing key %s", private)
+        return private
+
+
+def signing_public_key(cache_dir: Path | None = None) -> str:
+    """The allowed_signers line images of this cache verify payloads with (the key is created if missing)."""
+    cache_dir = cache_dir or default_cache_dir()
+    signing_key(cache_dir)
+    return (_key_dir(cache_dir) / SIGNING_PUBLIC_NAME).read_text().strip()
+
+
+def _signer_id(cache_dir: Path) -> str:
+    """A short id of the cache's signing key, part of every cache key ("" before the key exists)."""
+    try:
+        text = (_key_dir(cache_dir) / SIGNING_PUBLIC_NAME).read_text().strip()
+    except FileNotFoundError:
+        return ""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def image_key(channel: str, version: str, signer: str = "") -> str:
     """Cache key of an image: every input that changes its bytes."""
     inputs = {
         "builder": BUILDER_VERSION,
@@ -88,16 +170,19 @@ def image_key(channel: str, version: str) -> str:
         "layout": [disk.ESP_MIB, disk.ROOT_MIB, disk.USR_MIN_MIB, disk.USR_GRANULE_MIB],
         "channel": channel,
         "version": version,
+        "signer": signer,
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def image_path(cache_dir: Path, channel: str, version: str) -> Path:
-    return cache_dir / "images" / f"railyard-{channel}-{version}-{image_key(channel, version)}.qcow2"
+    key = image_key(channel, version, _signer_id(cache_dir))
+    return cache_dir / "images" / f"railyard-{channel}-{version}-{key}.qcow2"
 
 
 def usr_payload_path(cache_dir: Path, channel: str, version: str) -> Path:
-    return cache_dir / "payloads" / f"railyard-usr-{channel}-{version}-{image_key(channel, version)}.ext4"
+    key = image_key(channel, version, _signer_id(cache_dir))
+    return cache_dir / "payloads" / f"railyard-usr-{channel}-{version}-{key}.ext4"
 
 
 class _Stages:
@@ -148,7 +233,7 @@ def _prepare_tree(
             shutil.copyfile(partial, cached.with_name(cached.name + ".tmp"))
             cached.with_name(cached.name + ".tmp").rename(cached)
     with stages.stage("filesystems"):
-        customise(tree, channel, version, build_key)
+        customise(tree, channel, version, build_key, signing_public_key(cache_dir))
     return tree
 
 
@@ -183,10 +268,14 @@ def build_image(
     cache_dir: Path | None = None,
     progress: Progress | None = None,
 ) -> BuiltImage:
-    """Build the image for a channel and version into the cache (force: rebuild every stage)."""
-    version = version or DEFAULT_VERSION
+    """Build the image for a channel and version into the cache (force: rebuild every stage).
+
+    The version defaults to the channel's (CHANNEL_VERSIONS).
+    """
+    version = version or channel_version(channel)
     cache_dir = cache_dir or default_cache_dir()
     _validate(channel, version)
+    signing_key(cache_dir)
     with _image_lock(cache_dir, "image", channel, version):
         return _build_image_locked(channel, version, force, cache_dir, progress)
 
@@ -198,10 +287,14 @@ def ensure_image(
     cache_dir: Path | None = None,
     progress: Progress | None = None,
 ) -> BuiltImage:
-    """The cached image for a channel and version; built first (once, under a file lock) if missing."""
-    version = version or DEFAULT_VERSION
+    """The cached image for a channel and version; built first (once, under a file lock) if missing.
+
+    The version defaults to the channel's (CHANNEL_VERSIONS).
+    """
+    version = version or channel_version(channel)
     cache_dir = cache_dir or default_cache_dir()
     _validate(channel, version)
+    signing_key(cache_dir)
     with _image_lock(cache_dir, "image", channel, version):
         path = image_path(cache_dir, channel, version)
         if not force and path.exists() and metadata_path(path).exists():
@@ -225,7 +318,7 @@ def _build_image_locked(
     channel: str, version: str, force: bool, cache_dir: Path, progress: Progress | None
 ) -> BuiltImage:
     _preflight(cache_dir)
-    key = image_key(channel, version)
+    key = image_key(channel, version, _signer_id(cache_dir))
     final = image_path(cache_dir, channel, version)
     final.parent.mkdir(parents=True, exist_ok=True)
     stages = _Stages(f"image {channel} {version}", progress)
@@ -309,9 +402,13 @@ def build_usr_image(
     cache_dir: Path | None = None,
     progress: Progress | None = None,
 ) -> Path:
-    """A /usr ext4 image (an update payload) for a version, cached; install it with railyard-slot."""
+    """A /usr ext4 image (an update payload) for a version, cached; install it with railyard-slot.
+
+    Its os-release carries `version`; it trusts the same signing key as the images of this cache.
+    """
     cache_dir = cache_dir or default_cache_dir()
     _validate(channel, version)
+    signing_key(cache_dir)
     with _image_lock(cache_dir, "usr", channel, version):
         final = usr_payload_path(cache_dir, channel, version)
         if final.exists() and not force:
@@ -322,9 +419,8 @@ def build_usr_image(
         (cache_dir / "tmp").mkdir(parents=True, exist_ok=True)
         workdir = Path(tempfile.mkdtemp(prefix="usr-", dir=cache_dir / "tmp"))
         try:
-            tree = _prepare_tree(
-                workdir, cache_dir, channel, version, image_key(channel, version), force, stages
-            )
+            key = image_key(channel, version, _signer_id(cache_dir))
+            tree = _prepare_tree(workdir, cache_dir, channel, version, key, force, stages)
             with stages.stage("filesystems"):
                 usr_dir = split_usr(tree, workdir / "usr")
                 usr_img = workdir / "usr.ext4"
@@ -334,3 +430,37 @@ def build_usr_image(
             return final
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def compressed_usr_image(
+    version: str,
+    channel: str = DEFAULT_CHANNEL,
+    force: bool = False,
+    cache_dir: Path | None = None,
+    progress: Progress | None = None,
+) -> Path:
+    """The /usr payload of `build_usr_image`, zstd-compressed (`.ext4.zst`, cached).
+
+    A quarter of the raw file system's size: what a machine downloads and hashes. The update agent
+    unpacks it (after verifying it) before `railyard-slot install`.
+    """
+    cache_dir = cache_dir or default_cache_dir()
+    raw = build_usr_image(version, channel, force=force, cache_dir=cache_dir, progress=progress)
+    with _image_lock(cache_dir, "usr", channel, version):
+        final = raw.with_name(raw.name + ".zst")
+        if final.exists() and not force:
+            return final
+        require_tools(["zstd"])
+        partial = final.with_name(final.name + ".partial")
+        run(["zstd", "-q", "-T0", "-3", "-f", "-o", partial, raw], "zstd (usr payload)")
+        partial.rename(final)
+        log.info("usr payload %s %s: compressed to %s", channel, version, final)
+        return final
+
+
+def update_payload(
+    channel: str, steps: int = 1, cache_dir: Path | None = None, progress: Progress | None = None
+) -> tuple[str, Path]:
+    """The /usr payload `steps` versions after a channel's image: (version, cached `.ext4.zst` file)."""
+    version = update_version(channel, steps)
+    return version, compressed_usr_image(version, channel, cache_dir=cache_dir, progress=progress)

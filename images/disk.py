@@ -28,7 +28,7 @@ ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 LINUX_TYPE = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
 
 ESP_MIB = 160
-ROOT_MIB = 512
+ROOT_MIB = 1024  # room for a downloaded /usr payload (the update agent keeps it in /var)
 USR_MIN_MIB = 768
 USR_GRANULE_MIB = 64
 

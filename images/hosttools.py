@@ -25,6 +25,7 @@ HOST_TOOLS: Mapping[str, str] = {
     "sfdisk": "fdisk",
     "dd": "coreutils",
     "qemu-img": "qemu-utils",
+    "zstd": "zstd",
 }
 
 OUTPUT_TAIL_LINES = 40

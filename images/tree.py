@@ -64,6 +64,8 @@ PRUNED_MODULE_DIRS: tuple[str, ...] = (
 # Files of the overlay that must be executable or have a special mode.
 OVERLAY_MODES: dict[str, int] = {
     "usr/bin/railyard-slot": 0o755,
+    "usr/bin/railyard-update": 0o755,
+    "usr/lib/railyard/update-agent": 0o755,
     "usr/lib/railyard/health-check": 0o755,
     "etc/sudoers.d/railyard": 0o440,
 }
@@ -93,7 +95,11 @@ MASKED_UNITS: tuple[str, ...] = (
 # Enablement that belongs to /usr (so an update carries it): (link below lib/systemd/system, target).
 STATIC_LINKS: tuple[tuple[str, str], ...] = (
     ("boot-complete.target.requires/railyard-health.service", "../railyard-health.service"),
+    ("multi-user.target.wants/railyard-update-agent.service", "../railyard-update-agent.service"),
 )
+
+# Where the image keeps the public key that update payloads must be signed with.
+SIGNING_KEY_IN_USR = "share/railyard/update-signing.pub"
 
 
 def tree_hash(root: Path) -> str:
@@ -259,10 +265,17 @@ def _symlink(link: Path, target: str) -> None:
     link.symlink_to(target)
 
 
-def customise(tree: PreparedTree, channel: str, version: str, build_key: str) -> None:
-    """Apply the overlay, services, users and the version stamp to an extracted tree."""
+def customise(tree: PreparedTree, channel: str, version: str, build_key: str, signing_key: str) -> None:
+    """Apply the overlay, services, users, the version stamp and the payload-signing key to a tree.
+
+    `signing_key` is the allowed_signers line the update agent verifies payloads with.
+    """
     root = tree.root
     copy_overlay(OVERLAY_DIR, root)
+    key_file = tree.usr / SIGNING_KEY_IN_USR
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    key_file.write_text(signing_key.strip() + "\n")
+    key_file.chmod(0o644)
     debian_version = (root / "etc" / "debian_version").read_text().strip()
     (tree.usr / "lib" / "os-release").write_text(os_release(channel, version, build_key, debian_version))
     _symlink(root / "etc" / "os-release", "../usr/lib/os-release")
