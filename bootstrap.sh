@@ -8,6 +8,7 @@ packages=(
   qemu-system-x86 qemu-utils ovmf              # machines
   mmdebstrap dosfstools mtools fdisk e2fsprogs zstd  # the default image builder
   ignition                                     # ignition-validate
+  libvirt-daemon-system libvirt-clients libvirt-dev pkg-config  # --platform=libvirt (libvirt-python builds here)
   python3-venv python3-dev gcc                 # the virtualenv
 )
 missing=()
@@ -26,7 +27,7 @@ fi
 stamp=.venv/.railyard-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[dev]'
+  .venv/bin/python -m pip install -q -e '.[dev,libvirt,aws,azure]'
   touch "$stamp"
 fi
 echo "bootstrap: ready ($(.venv/bin/python --version), $(qemu-system-x86_64 --version | head -n1))"

@@ -1,14 +1,17 @@
-"""The `railyard` command: build the default image, collect garbage a crashed run left."""
+"""The `railyard` command: build or upload the default image, collect garbage a crashed run left."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from harness.errors import RailyardError
+from harness.errors import ConfigError, RailyardError
 
 log = logging.getLogger("railyard")
 
@@ -28,18 +31,71 @@ def _image_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _gc(args: argparse.Namespace) -> int:
-    from platforms.qemu import gc_stale_runtime
+DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
-    root = Path(args.output_root)
-    removed = gc_stale_runtime(root) if root.exists() else []
-    for path in removed:
-        print(f"removed {path}")
-    print(f"{len(removed)} stale machine(s) removed under {root}")
+
+def parse_duration(text: str) -> float:
+    """Seconds in `90`, `90s`, `30m`, `6h` or `2d`."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (use e.g. 90s, 30m, 6h, 2d)")
+    return float(match.group(1)) * DURATION_UNITS[match.group(2) or "s"]
+
+
+def _platform_options(args: argparse.Namespace) -> dict[str, Any]:
+    skip = {"func", "command", "image_command", "verbose", "platform"}
+    return {k: v for k, v in vars(args).items() if k not in skip}
+
+
+def _gc(args: argparse.Namespace) -> int:
+    from harness.registry import load_platform
+    from platforms.base import GarbageRequest
+
+    request = GarbageRequest(
+        options=_platform_options(args),
+        older_than=args.older_than,
+        output_root=Path(args.output_root),
+        dry_run=args.dry_run,
+    )
+    lines = load_platform(args.platform).collect_garbage(request)
+    for line in lines:
+        print(line)
+    print(f"{args.platform}: {len(lines)} leftover(s) {'found' if args.dry_run else 'removed'}")
     return 0
 
 
-def parser() -> argparse.ArgumentParser:
+def _image_upload(args: argparse.Namespace) -> int:
+    from harness.registry import load_platform
+    from images.build import ensure_image
+    from images.metadata import read_metadata
+    from platforms.base import UploadRequest
+
+    if args.image:
+        image = Path(args.image)
+        if not image.is_file():
+            raise ConfigError(f"--image {image}: no such file")
+    else:
+        image = ensure_image(channel=args.channel, progress=print).path
+    meta = read_metadata(image)
+    name = args.name or (f"railyard-{meta.channel}-{meta.version}" if meta else image.stem)
+    tags = {"os": meta.os_id, "version": meta.version, "channel": meta.channel} if meta else {}
+    request = UploadRequest(options=_platform_options(args), image=image, name=name, metadata=tags)
+    print(load_platform(args.platform).upload_image(request))
+    return 0
+
+
+def _platform_in(argv: Sequence[str]) -> str | None:
+    """The value of --platform in a command line, before the full parse (it decides which options exist)."""
+    for i, arg in enumerate(argv):
+        if arg == "--platform" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--platform="):
+            return arg.partition("=")[2]
+    return None
+
+
+def parser(platform: str | None = None) -> argparse.ArgumentParser:
+    """The command line; `platform` adds that platform's own options to `gc` and `image upload`."""
     p = argparse.ArgumentParser(prog="railyard", description="Railyard: VM-based integration tests")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = p.add_subparsers(dest="command", required=True)
@@ -52,17 +108,42 @@ def parser() -> argparse.ArgumentParser:
     build.add_argument("--force", action="store_true", help="rebuild even when cached")
     build.set_defaults(func=_image_build)
 
+    upload = image.add_parser("upload", help="upload an image to a cloud platform and register it")
+    upload.add_argument("--platform", required=True, help="where to upload (aws, azure)")
+    upload.add_argument("--image", help="the disk image to upload (default: the default image of --channel)")
+    upload.add_argument("--channel", default="stable", choices=CHANNELS, help="channel of the default image")
+    upload.add_argument("--name", help="name of the registered image (default: railyard-<channel>-<version>)")
+    upload.set_defaults(func=_image_upload)
+
     gc = sub.add_parser("gc", help="delete what crashed runs left behind")
-    gc.add_argument("--platform", default="qemu", choices=["qemu"])
+    gc.add_argument("--platform", default="qemu", help="the platform to clean up (default: qemu)")
+    gc.add_argument(
+        "--older-than", type=parse_duration, default=None, metavar="DURATION",
+        help="only what was created at least this long ago, e.g. 6h (cloud platforms default to 6h)",
+    )  # fmt: skip
     gc.add_argument(
         "--output-root", default="_railyard", help="where runs put their machines (default: _railyard)"
     )
+    gc.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
     gc.set_defaults(func=_gc)
+
+    if platform is not None:
+        from harness.registry import load_platform
+
+        cls = load_platform(platform)
+        for command in (gc, upload):
+            cls.add_options(command.add_argument_group(f"{platform} options"))
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        p = parser(_platform_in(argv))
+    except RailyardError as exc:
+        print(f"railyard: {exc}", file=sys.stderr)
+        return 2
+    args = p.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(message)s"
     )

@@ -16,6 +16,9 @@ GROUP = "railyard.platforms"
 # Used when the project runs from a checkout that was not installed (no entry points registered).
 BUILTIN = {
     "qemu": "platforms.qemu:QemuPlatform",
+    "libvirt": "platforms.libvirt:LibvirtPlatform",
+    "aws": "platforms.aws:AwsPlatform",
+    "azure": "platforms.azure:AzurePlatform",
 }
 
 

@@ -125,6 +125,9 @@ class Run:
                     f"(flatcar, fcos or railyard)"
                 )
             return ImageChoice(self.explicit_image, meta, get_distro(distro_name), channel)
+        if not self.platform_cls.uses_local_image:
+            # The platform finds its own image (by its options and the channel); no local build.
+            return ImageChoice(Path(), None, get_distro(self.explicit_distro or "flatcar"), channel)
         from images.build import ensure_image
 
         built = ensure_image(channel=channel)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from harness.acceleration import Acceleration, Timeouts
+from harness.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,10 @@ class MachineSpec:
     cpus: int = 2
     firmware: str = "uefi"
     private_net: PrivateNet | None = None
+    channel: str = ""
+    """The release channel the machine runs (cloud platforms find their image by it)."""
+    test_id: str = ""
+    """The pytest node id the machine was booted for (cloud platforms tag resources with it)."""
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -72,6 +77,33 @@ class PlatformContext:
     accel: Acceleration
     timeouts: Timeouts
     options: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class GarbageRequest:
+    """What `railyard gc` asks a platform to delete: leftovers of runs that did not clean up."""
+
+    options: Mapping[str, Any]
+    """The platform's own options (as `add_options` declared them), e.g. a region or a libvirt URI."""
+    older_than: float | None
+    """Only what was created at least this many seconds ago (None: the platform's own rule)."""
+    output_root: Path
+    """Where runs put their artifacts and local runtime files (`_railyard` by default)."""
+    dry_run: bool = False
+    """Report what would be deleted, delete nothing."""
+
+
+@dataclass(frozen=True)
+class UploadRequest:
+    """What `railyard image upload` asks a platform to do: make a bootable image from a local disk file."""
+
+    options: Mapping[str, Any]
+    image: Path
+    """A local disk image (qcow2 or raw); the platform converts it to the format it needs."""
+    name: str
+    """The name to register the image under (unique per platform account)."""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    """Tags to put on the image (os id, version, channel...)."""
 
 
 class Machine(ABC):
@@ -128,6 +160,9 @@ class Platform(ABC):
     max_cluster_size: ClassVar[int] = 8
     # Whether machines of this platform share the host's cores (and so need boot admission).
     local: ClassVar[bool] = False
+    # Whether machines boot a local disk image (the default image is built for them when no --image is given).
+    # Cloud platforms boot an image registered with the cloud and leave MachineSpec.image unused.
+    uses_local_image: ClassVar[bool] = True
     # Capabilities every machine of this platform has (see CAP_*), for @pytest.mark.requires.
     machine_capabilities: ClassVar[frozenset[str]] = frozenset()
 
@@ -139,6 +174,16 @@ class Platform(ABC):
     @classmethod  # noqa: B027
     def add_options(cls, group: argparse._ArgumentGroup | Any) -> None:
         """Register platform-specific command-line options (the pytest `railyard` group)."""
+
+    @classmethod
+    def collect_garbage(cls, request: GarbageRequest) -> list[str]:
+        """Delete what earlier runs leaked (found by their run tag), returning a line per thing deleted."""
+        raise ConfigError(f"platform {cls.name!r} has nothing to collect")
+
+    @classmethod
+    def upload_image(cls, request: UploadRequest) -> str:
+        """Upload a local disk image and register it; returns the platform's id of the new image."""
+        raise ConfigError(f"platform {cls.name!r} cannot upload images")
 
     def validate(self) -> None:  # noqa: B027
         """Check options and host requirements before anything boots; raise ConfigError if unusable."""

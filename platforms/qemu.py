@@ -25,6 +25,7 @@ from harness.qmp import QMPClient
 from platforms.base import (
     CAP_HARD_RESET,
     CAP_SNAPSHOT,
+    GarbageRequest,
     Machine,
     MachineSpec,
     Platform,
@@ -170,6 +171,16 @@ class QemuPlatform(Platform):
         self._launcher = ProcessLauncher()
         # A machine kept for a person to inspect must survive the test process, so it cannot die with it.
         self.die_with_parent = not ctx.options.get("keep_on_failure")
+
+    @classmethod
+    def collect_garbage(cls, request: GarbageRequest) -> list[str]:
+        """Machines whose owning pytest process is gone: kill their QEMU, delete overlay disk and sockets.
+
+        Liveness decides, not age: a runtime dir of a run still going is never touched.
+        """
+        if request.dry_run:
+            return [f"would check {request.output_root} for machines of runs that are gone"]
+        return [f"removed {path}" for path in gc_stale_runtime(request.output_root)]
 
     @classmethod
     def add_options(cls, group: argparse._ArgumentGroup | Any) -> None:
