@@ -16,18 +16,26 @@ from harness.errors import ConfigError, RailyardError
 log = logging.getLogger("railyard")
 
 CHANNELS = ("alpha", "beta", "stable", "lts")
+# The update suite offers the next version and the one after it.
+UPDATE_STEPS = (1, 2)
 
 
 def _image_build(args: argparse.Namespace) -> int:
-    from images.build import build_image, ensure_image
+    from images.build import build_image, ensure_image, update_payload
 
-    for channel in args.channel or ["stable"]:
+    channels = list(CHANNELS) if args.all else (args.channel or ["stable"])
+    for channel in channels:
         start = time.monotonic()
         if args.force:
             built = build_image(channel=channel, force=True, progress=print)
         else:
             built = ensure_image(channel=channel, progress=print)
         print(f"{channel}: {built.path} ({time.monotonic() - start:.1f} s)")
+        if args.payloads or args.all:
+            for steps in UPDATE_STEPS:
+                start = time.monotonic()
+                version, path = update_payload(channel, steps, progress=print)
+                print(f"{channel}: update payload {version}: {path} ({time.monotonic() - start:.1f} s)")
     return 0
 
 
@@ -106,6 +114,10 @@ def parser(platform: str | None = None) -> argparse.ArgumentParser:
     build = image.add_parser("build", help="build (or reuse from cache) the default image")
     build.add_argument("--channel", action="append", choices=CHANNELS, help="channel to build (repeatable)")
     build.add_argument("--force", action="store_true", help="rebuild even when cached")
+    build.add_argument(
+        "--payloads", action="store_true", help="also build the update payloads of the next two versions"
+    )
+    build.add_argument("--all", action="store_true", help="every channel, with its update payloads")
     build.set_defaults(func=_image_build)
 
     upload = image.add_parser("upload", help="upload an image to a cloud platform and register it")

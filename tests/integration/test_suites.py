@@ -1,0 +1,40 @@
+"""The project's own suites, run through the plugin as a user runs them: real TCG boots, every channel."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.integration.helpers import leftover_disks, qemu_processes_under, run_inner
+
+SUITES = Path(__file__).resolve().parents[2] / "suites"
+# The whole of suites/ under TCG with two workers, the update suite's four channels included.
+SUITES_TIMEOUT = 75 * 60.0
+COLLECTED = re.compile(r"^(\d+) tests? collected", re.MULTILINE)
+
+
+def collected(pytester: pytest.Pytester, *args: str) -> int:
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--collect-only", "-q", *args)
+    assert result.ret == 0, result.stdout.str()
+    match = COLLECTED.search(result.stdout.str())
+    assert match, result.stdout.str()
+    return int(match.group(1))
+
+
+def test_every_suite_passes_on_qemu_with_two_workers(pytester):
+    expected = collected(pytester, "--platform=qemu", str(SUITES))
+    assert expected >= 30  # basic, ignition, reboot, cluster, and the update suite for four channels
+
+    result = run_inner(pytester, "--platform=qemu", "-n", "2", str(SUITES), timeout=SUITES_TIMEOUT)
+
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) == 0, result.stdout.str()[-6000:]
+    assert outcomes.get("errors", 0) == 0, result.stdout.str()[-6000:]
+    assert outcomes.get("passed", 0) == expected, outcomes
+    for channel in ("alpha", "beta", "stable", "lts"):
+        result.stdout.fnmatch_lines([f"*PASSED*test_update.py::test_update_then_rollback?qemu-{channel}?*"])
+    out = pytester.path / "out"
+    assert qemu_processes_under(out) == []
+    assert leftover_disks(out) == []
