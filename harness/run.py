@@ -83,6 +83,7 @@ class Run:
         self._images: dict[str, ImageChoice] = {}
         self._image_lock = threading.Lock()
         self._platform: Platform | None = None
+        self._platform_lock = threading.Lock()  # machines of one factory boot from several threads
         self.kept_machines: list[str] = []
 
     def prepare_output_dir(self) -> None:
@@ -139,19 +140,20 @@ class Run:
 
     @property
     def platform(self) -> Platform:
-        if self._platform is None:
-            options = {k: v for k, v in vars(self.config.option).items()}
-            ctx = PlatformContext(
-                run_id=self.run_id,
-                output_dir=self.output_dir,
-                accel=self.accel,
-                timeouts=self.timeouts,
-                options=options,
-            )
-            platform = self.platform_cls(ctx)
-            platform.validate()
-            self._platform = platform
-        return self._platform
+        with self._platform_lock:
+            if self._platform is None:
+                options = {k: v for k, v in vars(self.config.option).items()}
+                ctx = PlatformContext(
+                    run_id=self.run_id,
+                    output_dir=self.output_dir,
+                    accel=self.accel,
+                    timeouts=self.timeouts,
+                    options=options,
+                )
+                platform = self.platform_cls(ctx)
+                platform.validate()
+                self._platform = platform
+            return self._platform
 
     @cached_property
     def keypair(self) -> KeyPair:

@@ -1,0 +1,229 @@
+"""The libvirt platform end to end: real domains on a system and a session libvirtd, through a child pytest.
+
+Run with `.venv/bin/pytest -n 2 tests/libvirt` as root. Each boot holds VM slots (`vm_budget`), so no more
+than two VMs of these tests run at once whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import libvirt
+import pytest
+
+from tests.integration.helpers import run_inner
+from tests.libvirt.conftest import pool_volumes, railyard_domains
+
+NAMES_FILE = "domains.txt"
+
+
+RECORDER = f"""
+def record(*machines):
+    with open({NAMES_FILE!r}, "a") as f:
+        for m in machines:
+            f.write(m.vm.uri + " " + m.vm.domain_name + "\\n")
+"""
+
+
+def add_recorder(pytester: pytest.Pytester) -> None:
+    """A module inner tests import to write down the domains of their machines, for the outer checks."""
+    pytester.makepyfile(railyard_record=RECORDER)
+
+
+def recorded(pytester: pytest.Pytester) -> list[tuple[str, str]]:
+    lines = (pytester.path / NAMES_FILE).read_text().split("\n")
+    return [(line.split()[0], line.split()[1]) for line in lines if line.strip()]
+
+
+def assert_gone(uri: str, name: str) -> None:
+    assert name not in [n for n, _ in railyard_domains(uri)], f"domain {name} is still on {uri}"
+    leftovers = [v for v in pool_volumes(uri) if v.startswith(f"{name}.")]
+    assert leftovers == [], f"volumes of {name} left on {uri}: {leftovers}"
+
+
+def test_boot_ignition_and_ssh(pytester, hypervisors, vm_budget):
+    """One boot on the system hypervisor: Ignition applied, `core` logs in over the forwarded port; a failing
+    test of the same module keeps the console and domain XML; nothing is left on the hypervisor."""
+    marker = {
+        "ignition": {"version": "3.3.0"},
+        "storage": {
+            "files": [
+                {
+                    "path": "/etc/railyard-libvirt-marker",
+                    "mode": 420,
+                    "contents": {"source": "data:,from-ignition"},
+                }
+            ]
+        },
+    }
+    add_recorder(pytester)
+    pytester.makepyfile(
+        test_on_libvirt=f"""
+        import libvirt
+        import pytest
+
+        pytestmark = pytest.mark.ignition({marker!r})
+        from railyard_record import record
+
+        def test_ignition_applied(module_machine):
+            record(module_machine)
+            assert module_machine.succeed("id -un").strip() == "core"
+            assert module_machine.succeed("cat /etc/railyard-libvirt-marker") == "from-ignition"
+            assert module_machine.vm.ssh_endpoint.host == "127.0.0.1"
+            domain = libvirt.open({hypervisors.system!r}).lookupByName(module_machine.vm.domain_name)
+            assert domain.isActive()
+
+        def test_fails_on_purpose(module_machine):
+            assert module_machine.succeed("echo actual").strip() == "expected"
+        """
+    )
+    with vm_budget(1):
+        start = time.monotonic()
+        result = run_inner(pytester, "--platform=libvirt", f"--libvirt-uri={hypervisors.system}")
+        print(f"inner run: {time.monotonic() - start:.0f} s")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*test_ignition_applied?libvirt-stable? PASSED*"])
+    [(uri, name)] = recorded(pytester)
+    assert uri == hypervisors.system
+    assert_gone(uri, name)
+    [machine_dir] = [p.parent for p in (pytester.path / "out").rglob("console.txt")]
+    assert "login:" in (machine_dir / "console.txt").read_text(errors="replace"), "no console output was kept"
+    domain_xml = ET.parse(machine_dir / "libvirt-domain.xml").getroot()
+    assert domain_xml.findtext("name") == name
+    assert (
+        domain_xml.attrib["type"] == "qemu"
+    )  # KVM is not usable on the test hosts (see harness.acceleration)
+
+
+def test_machines_spread_over_two_hypervisors(pytester, hypervisors, vm_budget):
+    """Two machines of one test land on the two URIs (round-robin), each reachable over SSH."""
+    add_recorder(pytester)
+    pytester.makepyfile(
+        test_spread=f"""
+        import libvirt
+        from railyard_record import record
+
+        def test_two(platform, machine_factory):  # platform first: one instance before the parallel boots
+            machines = machine_factory.create(2)
+            record(*machines)
+            assert sorted(m.vm.uri for m in machines) == sorted({hypervisors.uris!r})
+            for m in machines:
+                assert m.succeed("hostname").strip()
+                assert libvirt.open(m.vm.uri).lookupByName(m.vm.domain_name).isActive()
+        """
+    )
+    args = [f"--libvirt-uri={uri}" for uri in hypervisors.uris]
+    with vm_budget(2):
+        start = time.monotonic()
+        result = run_inner(pytester, "--platform=libvirt", *args)
+        print(f"inner run: {time.monotonic() - start:.0f} s")
+    result.assert_outcomes(passed=1)
+    placed = recorded(pytester)
+    assert sorted(uri for uri, _ in placed) == sorted(hypervisors.uris)
+    for uri, name in placed:
+        assert_gone(uri, name)
+
+
+def owned_by(pid: int, uris: list[str]) -> list[tuple[str, str]]:
+    return [(uri, name) for uri in uris for name, owner in railyard_domains(uri) if owner.owner_pid == pid]
+
+
+def nvram_path(uri: str, name: str) -> Path | None:
+    conn = libvirt.open(uri)
+    try:
+        text = ET.fromstring(conn.lookupByName(name).XMLDesc(0)).findtext("os/nvram")
+        return Path(text) if text else None
+    finally:
+        conn.close()
+
+
+def gc(cwd: Path, uris: list[str], *extra: str) -> str:
+    argv = [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "gc",
+        "--platform=libvirt",
+        *[f"--libvirt-uri={u}" for u in uris],
+    ]
+    done = subprocess.run([*argv, *extra], cwd=cwd, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_gc_removes_what_a_killed_run_left(pytester, hypervisors, vm_budget):
+    """SIGKILL a run while its machine boots (on the session hypervisor): its domain stays; `railyard gc`
+    over both URIs lists it with --dry-run, then removes domain, NVRAM and volumes, and nothing else."""
+    pytester.makepyfile(test_boot="def test_boot(machine):\n    pass\n")
+    out = pytester.path / "out"
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--output-dir", str(out), "--platform=libvirt",
+            f"--libvirt-uri={hypervisors.session}", "test_boot.py"]  # fmt: skip
+    with vm_budget(1):
+        proc = subprocess.Popen(
+            argv, cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 600
+            while not (leaked := owned_by(proc.pid, [hypervisors.session])) or not all(
+                libvirt.open(u).lookupByName(n).isActive() for u, n in leaked
+            ):
+                assert proc.poll() is None, proc.communicate()[0].decode()
+                assert time.monotonic() < deadline, "no domain started"
+                time.sleep(0.5)
+        finally:
+            proc.kill()
+            proc.communicate()
+        [(uri, name)] = leaked
+        nvram = nvram_path(uri, name)
+        assert nvram is not None
+        assert nvram.exists()
+
+        listed = gc(pytester.path, hypervisors.uris, "--dry-run")
+        assert f"would remove domain {name} on {uri} (owner pid {proc.pid} is gone)" in listed
+        assert owned_by(proc.pid, [uri]) == leaked, "--dry-run removed something"
+
+        removed = gc(pytester.path, hypervisors.uris)
+        assert f"removed domain {name} on {uri}" in removed
+        # Domains of live runs (other tests running now) stay.
+        assert [line for line in removed.splitlines() if line.startswith("removed domain")] == [
+            f"removed domain {name} on {uri} and its volumes (owner pid {proc.pid} is gone)"
+        ]
+    assert owned_by(proc.pid, hypervisors.uris) == []
+    assert_gone(uri, name)
+    assert not nvram.exists(), f"NVRAM {nvram} was left behind"
+
+
+def test_domain_xml_is_accepted_by_libvirt(hypervisors):
+    """The rendered XML defines on both daemons (no boot): catches schema mistakes in seconds."""
+    from harness.acceleration import Acceleration
+    from platforms.base import MachineSpec
+    from platforms.libvirt import _firmware
+    from platforms.libvirt_xml import DomainFiles, OwnerRecord, domain_xml
+
+    spec = MachineSpec(name="xml-check", image=Path("/nonexistent"), ignition=json.dumps({}),
+                       ignition_fw_cfg="opt/com.coreos/config", workdir=Path("/nonexistent"))  # fmt: skip
+    owner = OwnerRecord("xml-check", "xml-check", os.getpid(), "localhost", 0, time.time())
+    files = DomainFiles(
+        Path("/nonexistent/d.qcow2"), Path("/nonexistent/d.ign"), Path("/nonexistent/d.console")
+    )
+    for uri in hypervisors.uris:
+        conn = libvirt.open(uri)
+        try:
+            xml = domain_xml(spec, name=f"railyard-xml-check-{os.getpid()}", accel=Acceleration("tcg", "test"),
+                             firmware=_firmware("uefi"), files=files, owner=owner)  # fmt: skip
+            domain = conn.defineXML(xml)
+            try:
+                defined = ET.fromstring(domain.XMLDesc(0))
+                assert defined.find("sysinfo/entry").attrib["name"] == "opt/com.coreos/config"
+                assert defined.find("os/nvram") is not None
+            finally:
+                domain.undefineFlags(7)
+        finally:
+            conn.close()

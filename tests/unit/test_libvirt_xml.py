@@ -1,0 +1,242 @@
+"""The libvirt domain and volume XML, rendered without libvirt and read back as XML."""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from harness.acceleration import Acceleration
+from harness.errors import ConfigError
+from platforms.base import MachineSpec, PrivateNet
+from platforms.libvirt_gc import owner_alive, pid_start_time, why_garbage
+from platforms.libvirt_storage import parse_uri
+from platforms.libvirt_xml import (
+    METADATA_NS,
+    QEMU_NS,
+    DomainFiles,
+    LibvirtFirmware,
+    OwnerRecord,
+    domain_name,
+    domain_xml,
+    parse_owner,
+    pool_xml,
+    volume_xml,
+)
+
+TCG = Acceleration("tcg", "test")
+KVM = Acceleration("kvm", "test")
+UEFI = LibvirtFirmware("uefi", Path("/fw/CODE.fd"), Path("/fw/VARS.fd"))
+FILES = DomainFiles(Path("/pool/d.qcow2"), Path("/pool/d.ign"), Path("/pool/d.console"))
+OWNER = OwnerRecord("20250101-000000-abcd", "m1", 4242, "host-a", 777, 1700000000.0, "suite/test_x.py::t")
+
+
+def spec(**changes: object) -> MachineSpec:
+    values: dict[str, object] = {
+        "name": "m1",
+        "image": Path("/images/base.qcow2"),
+        "ignition": '{"ignition": {"version": "3.3.0"}}',
+        "ignition_fw_cfg": "opt/com.coreos/config",
+        "workdir": Path("/out/m1"),
+        "memory_mib": 768,
+        "cpus": 3,
+    }
+    values.update(changes)
+    return MachineSpec(**values)  # type: ignore[arg-type]
+
+
+def render(accel: Acceleration = TCG, firmware: LibvirtFirmware = UEFI, **changes: object) -> ET.Element:
+    text = domain_xml(spec(**changes), name="railyard-r-m1", accel=accel, firmware=firmware, files=FILES,
+                      owner=OWNER)  # fmt: skip
+    return ET.fromstring(text)
+
+
+def qemu_args(domain: ET.Element) -> list[str]:
+    return [arg.attrib["value"] for arg in domain.iter(f"{{{QEMU_NS}}}arg")]
+
+
+@pytest.mark.parametrize(
+    ("accel", "domain_type", "cpu_mode"), [(TCG, "qemu", "maximum"), (KVM, "kvm", "host-passthrough")]
+)
+def test_domain_type_follows_acceleration(accel, domain_type, cpu_mode):
+    domain = render(accel)
+    assert domain.attrib["type"] == domain_type
+    assert domain.find("cpu").attrib["mode"] == cpu_mode
+
+
+def test_memory_cpus_and_name_come_from_the_spec():
+    domain = render()
+    assert domain.findtext("name") == "railyard-r-m1"
+    assert domain.find("memory").attrib["unit"] == "MiB"
+    assert domain.findtext("memory") == "768"
+    assert domain.findtext("vcpu") == "3"
+    assert domain.find("os/type").attrib["machine"] == "q35"
+
+
+def test_ignition_goes_to_fw_cfg_under_the_distro_name():
+    domain = render(ignition_fw_cfg="opt/org.flatcar-linux/config")
+    [entry] = domain.findall("sysinfo[@type='fwcfg']/entry")
+    assert entry.attrib == {"name": "opt/org.flatcar-linux/config", "file": "/pool/d.ign"}
+
+
+def test_fw_cfg_name_outside_opt_is_refused():
+    with pytest.raises(ConfigError, match="opt/"):
+        render(ignition_fw_cfg="etc/config")
+
+
+def test_ssh_is_forwarded_on_loopback_only_with_a_port_qemu_picks():
+    args = qemu_args(render())
+    netdevs = [args[i + 1] for i, arg in enumerate(args) if arg == "-netdev"]
+    assert netdevs == ["user,id=railyard-net0,hostfwd=tcp:127.0.0.1:0-:22"]
+    devices = [args[i + 1] for i, arg in enumerate(args) if arg == "-device"]
+    # q35: an explicit slot on the root bus, away from libvirt's own root ports.
+    assert devices == ["virtio-net-pci,netdev=railyard-net0,bus=pcie.0,addr=0x10,romfile="]
+    assert render().find("devices/interface") is None, "no libvirt network interface"
+
+
+def test_private_net_is_a_second_nic_to_the_hub_on_loopback():
+    net = PrivateNet(hub_port=40000, mac="52:54:00:cc:00:01", address="10.0.3.1/24")
+    args = qemu_args(render(private_net=net))
+    assert "socket,id=railyard-net1,connect=127.0.0.1:40000" in args
+    assert "virtio-net-pci,netdev=railyard-net1,mac=52:54:00:cc:00:01,bus=pcie.0,addr=0x11,romfile=" in args
+
+
+def test_uefi_has_read_only_code_and_a_per_domain_nvram_from_the_template():
+    os_element = render().find("os")
+    loader = os_element.find("loader")
+    assert loader.text == "/fw/CODE.fd"
+    assert loader.attrib["readonly"] == "yes"
+    assert loader.attrib["type"] == "pflash"
+    nvram = os_element.find("nvram")
+    assert nvram.attrib["template"] == "/fw/VARS.fd"
+    assert not (nvram.text or "").strip(), "libvirt picks the per-domain NVRAM path (removed on undefine)"
+
+
+def test_bios_has_no_loader():
+    os_element = render(firmware=LibvirtFirmware("bios")).find("os")
+    assert os_element.find("loader") is None
+    assert os_element.find("nvram") is None
+
+
+def test_disk_is_the_overlay_volume_as_qcow2():
+    [disk] = render().findall("devices/disk")
+    assert disk.find("source").attrib["file"] == "/pool/d.qcow2"
+    assert disk.find("driver").attrib["type"] == "qcow2"
+    assert disk.find("target").attrib == {"dev": "vda", "bus": "virtio"}
+
+
+def test_overlay_volume_is_backed_by_the_base_volume():
+    volume = ET.fromstring(
+        volume_xml("d.qcow2", capacity=4 << 30, fmt="qcow2", backing=Path("/pool/base.qcow2"), mode="0600")
+    )
+    assert volume.findtext("name") == "d.qcow2"
+    assert volume.findtext("capacity") == str(4 << 30)
+    assert volume.find("target/format").attrib["type"] == "qcow2"
+    assert volume.findtext("backingStore/path") == "/pool/base.qcow2"
+    assert volume.find("backingStore/format").attrib["type"] == "qcow2"
+    assert volume.findtext("target/permissions/mode") == "0600"
+
+
+def test_raw_volume_has_no_backing():
+    volume = ET.fromstring(volume_xml("d.ign", capacity=12))
+    assert volume.find("target/format").attrib["type"] == "raw"
+    assert volume.find("backingStore") is None
+
+
+def test_serial_console_is_logged_to_the_console_volume():
+    [serial] = render().findall("devices/serial")
+    assert serial.attrib["type"] == "pty"
+    assert serial.find("log").attrib == {"file": "/pool/d.console", "append": "on"}
+
+
+def test_metadata_records_the_owner_and_reads_back():
+    [element] = render().find("metadata")
+    assert element.tag == f"{{{METADATA_NS}}}run"
+    assert element.attrib["id"] == OWNER.run_id
+    assert element.attrib["owner_pid"] == "4242"
+    assert parse_owner(ET.tostring(element, encoding="unicode")) == OWNER
+
+
+@pytest.mark.parametrize("text", ["", "<other/>", "<run id='x'/>", "not xml"])
+def test_foreign_or_broken_metadata_is_not_an_owner(text):
+    assert parse_owner(text) is None
+
+
+def test_domain_names_carry_run_and_machine_and_are_file_safe():
+    assert domain_name("20250101-000000-abcd", "test_x-1") == "railyard-20250101-000000-abcd-test_x-1"
+    assert "/" not in domain_name("r", "a/b c")
+    assert len(domain_name("r", "x" * 200)) <= 80
+
+
+def test_too_little_memory_is_refused():
+    with pytest.raises(ConfigError, match="too little"):
+        render(memory_mib=64)
+
+
+def test_pool_is_a_directory_pool():
+    pool = ET.fromstring(pool_xml("railyard", Path("/var/lib/libvirt/images/railyard")))
+    assert pool.attrib["type"] == "dir"
+    assert pool.findtext("target/path") == "/var/lib/libvirt/images/railyard"
+
+
+@pytest.mark.parametrize(
+    ("uri", "local", "session"),
+    [
+        ("qemu:///system", True, False),
+        ("qemu:///session", True, True),
+        ("qemu+unix:///session?socket=/run/u/libvirt/libvirt-sock", True, True),
+        ("qemu+ssh://root@hv1/system", False, False),
+        ("qemu+tcp://hv2/session", False, True),
+    ],
+)
+def test_uri_says_where_the_hypervisor_is(uri, local, session):
+    address = parse_uri(uri)
+    assert (address.local, address.session) == (local, session)
+
+
+@pytest.mark.parametrize("uri", ["xen:///system", "qemu:///elsewhere", "not a uri"])
+def test_unsupported_uris_are_config_errors(uri):
+    with pytest.raises(ConfigError, match="--libvirt-uri"):
+        parse_uri(uri)
+
+
+def test_gc_rule_liveness_then_age():
+    now = OWNER.created + 60
+    gone = OwnerRecord("r", "m", 999999999, "host-a", 1, OWNER.created)
+    assert owner_alive(gone, host="host-a") is False
+    assert why_garbage(gone, None, now, host="host-a") == "owner pid 999999999 is gone"
+    me = OwnerRecord("r", "m", os.getpid(), "host-a", pid_start_time(os.getpid()), OWNER.created)
+    assert why_garbage(me, None, now, host="host-a") is None
+    reused = OwnerRecord("r", "m", os.getpid(), "host-a", pid_start_time(os.getpid()) + 1, OWNER.created)
+    assert why_garbage(reused, None, now, host="host-a") == f"owner pid {os.getpid()} is gone"
+    assert why_garbage(me, 30.0, now, host="host-a") == "created 1 min ago"
+    foreign = OwnerRecord("r", "m", os.getpid(), "elsewhere", 1, OWNER.created)
+    assert owner_alive(foreign, host="host-a") is None
+    assert why_garbage(foreign, None, now, host="host-a") is None
+    assert "elsewhere" in (why_garbage(foreign, None, OWNER.created + 7 * 3600, host="host-a") or "")
+
+
+def platform(uris: list[str]):
+    from harness.acceleration import Timeouts
+    from platforms.base import PlatformContext
+    from platforms.libvirt import LibvirtPlatform
+
+    ctx = PlatformContext("r", Path("/out"), TCG, Timeouts.for_acceleration(TCG), {"libvirt_uri": uris})
+    return LibvirtPlatform(ctx)
+
+
+def test_machines_go_round_robin_and_each_worker_starts_elsewhere(monkeypatch):
+    uris = ["qemu:///system", "qemu:///session"]
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    first = platform(uris)
+    assert [first.pick().uri for _ in range(3)] == [uris[0], uris[1], uris[0]]
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw1")
+    assert platform(uris).pick().uri == uris[1]
+
+
+def test_remote_hypervisors_are_refused_before_any_boot():
+    pytest.importorskip("libvirt")
+    with pytest.raises(ConfigError, match="remote hypervisor"):
+        platform(["qemu+ssh://root@hv1/system"]).validate()
