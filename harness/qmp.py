@@ -47,14 +47,7 @@ class QMPClient:
             if self._sock is not None:
                 return
             deadline = time.monotonic() + timeout
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                sock.settimeout(max(0.1, deadline - time.monotonic()))
-                sock.connect(str(self.path))
-            except OSError as exc:
-                sock.close()
-                raise PlatformError(f"cannot connect to QMP socket {self.path}: {exc}") from exc
-            self._sock = sock
+            self._sock = self._open_socket(deadline)
             self._buffer = b""
             try:
                 greeting = self._read_message(deadline)
@@ -66,6 +59,24 @@ class QMPClient:
                 self.close()
                 raise
             log.debug("QMP connected to %s (%s)", self.path, self.greeting.get("version", {}).get("qemu"))
+
+    def _open_socket(self, deadline: float) -> socket.socket:
+        """Connect to the socket path. QEMU binds the path before it listens on it: a refused connection
+        (or a path not there yet) is retried until `deadline`."""
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(max(0.1, deadline - time.monotonic()))
+                sock.connect(str(self.path))
+                return sock
+            except (ConnectionRefusedError, FileNotFoundError) as exc:
+                sock.close()
+                if time.monotonic() >= deadline:
+                    raise PlatformError(f"cannot connect to QMP socket {self.path}: {exc}") from exc
+                time.sleep(0.05)
+            except OSError as exc:
+                sock.close()
+                raise PlatformError(f"cannot connect to QMP socket {self.path}: {exc}") from exc
 
     def close(self) -> None:
         with self._lock:

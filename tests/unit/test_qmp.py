@@ -18,12 +18,16 @@ GREETING = {"QMP": {"version": {"qemu": {"major": 7, "minor": 2, "micro": 0}}, "
 class FakeQMP:
     """Speaks just enough QMP: greeting, capabilities, a few commands, events before replies."""
 
-    def __init__(self, path: Path, *, negotiate: bool = True) -> None:
+    def __init__(self, path: Path, *, negotiate: bool = True, listening: bool = True) -> None:
         self.path = path
         self.negotiate = negotiate
         self.received: list[dict] = []
         self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.server.bind(str(path))
+        self.server.bind(str(path))  # the path exists from here on, as QEMU's does before it listens
+        if listening:
+            self.listen()
+
+    def listen(self) -> None:
         self.server.listen(1)
         self.thread = threading.Thread(target=self.serve, daemon=True)
         self.thread.start()
@@ -129,3 +133,19 @@ def test_failed_negotiation(tmp_path):
 def test_no_socket(tmp_path):
     with pytest.raises(PlatformError, match="cannot connect"):
         QMPClient(tmp_path / "absent.sock").connect(timeout=0.5)
+
+
+def test_connect_waits_for_a_bound_socket_to_listen(tmp_path):
+    server = FakeQMP(tmp_path / "q.sock", listening=False)
+    try:
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with pytest.raises(ConnectionRefusedError):
+            probe.connect(str(server.path))  # what a client meets in the window between bind and listen
+        probe.close()
+        timer = threading.Timer(0.3, server.listen)
+        timer.start()
+        with QMPClient(server.path) as qmp:
+            assert qmp.execute("query-status")["running"] is True
+        timer.join()
+    finally:
+        server.close()
