@@ -114,11 +114,16 @@ def pytest_configure(config: pytest.Config) -> None:
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from exc
     config.stash[RUN_KEY] = run
-    if getattr(config, "workerinput", None) is None:
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is None:
         run.prepare_output_dir()
+    elif workerinput.get("railyard_loadgroup"):
+        # A worker parses the command line anew (`-n 2` alone means `load` there): it must still name its
+        # items by group, or the controller's loadgroup scheduler sees every test as a group of its own.
+        config.option.loadgroup = True
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(run), "railyard-xdist")
-        # Tests sharing a module's machine must run in one worker: group them (see pytest_collection_modifyitems).
+        # Tests sharing a module's machine must run in one worker: their parameters carry an xdist_group.
         if config.getoption("dist", "no") == "load":
             config.option.dist = "loadgroup"
             config.option.loadgroup = True
@@ -131,6 +136,7 @@ class _XdistHooks:
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput["railyard_run_id"] = self.run.run_id
         node.workerinput["railyard_output_dir"] = str(self.run.output_dir)
+        node.workerinput["railyard_loadgroup"] = self.run.config.getoption("dist", "no") == "loadgroup"
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -155,19 +161,33 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # Tests sharing a module's machine are grouped per channel by a module-scoped parameter.
     argname = "railyard_module_target" if "module_machine" in metafunc.fixturenames else "railyard_target"
     scope: Literal["module", "function"] = "module" if argname == "railyard_module_target" else "function"
-    metafunc.parametrize(
-        argname,
-        [Target(run.platform_name, ch, run.explicit_distro or "", None) for ch in channels],
-        indirect=True,
-        ids=[f"{run.platform_name}-{ch}" for ch in channels],
-        scope=scope,
-    )
+    module = metafunc.definition.nodeid.split("::")[0]
+    params = []
+    for ch in channels:
+        target = Target(run.platform_name, ch, run.explicit_distro or "", None)
+        # The tests sharing a module's machine of one channel must run in one xdist worker (loadgroup).
+        marks = [pytest.mark.xdist_group(f"{module}-{ch}")] if scope == "module" else []
+        params.append(pytest.param(target, marks=marks, id=f"{run.platform_name}-{ch}"))
+    metafunc.parametrize(argname, params, indirect=True, scope=scope)
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Name grouped items `nodeid@group` on xdist workers, as xdist's loadgroup expects.
+
+    pytest-xdist (3.8) renames them by assigning `item._nodeid`, which pytest 9.2 no longer reads (a node's id
+    is the structured `item._id`): without this, the controller sees no groups and spreads the tests of a
+    module's shared machine over all workers, each booting its own.
+    """
+    if getattr(config, "workerinput", None) is None or not config.getvalue("loadgroup"):
+        return
     for item in items:
-        if "module_machine" in getattr(item, "fixturenames", ()) and item.parent is not None:
-            item.add_marker(pytest.mark.xdist_group(item.parent.nodeid))
+        mark = item.get_closest_marker("xdist_group")
+        ident = getattr(item, "_id", None)
+        if mark is None or ident is None or "@" in item.nodeid.rpartition("]")[2]:
+            continue  # not grouped, an older pytest, or already named by xdist
+        group = mark.args[0] if mark.args else mark.kwargs.get("name", "default")
+        setattr(item, "_id", type(ident).parse(f"{item.nodeid}@{group}"))  # noqa: B010
 
 
 # -- fixtures -----------------------------------------------------------------------------------------
