@@ -10,11 +10,13 @@ import shutil
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from harness.admission import BootSlot
 from harness.consolecheck import ConsoleMatch, scan
 from harness.distros.os import updates_off_ignition
 from harness.errors import BootError, ConfigError, RailyardError
@@ -94,6 +96,7 @@ class MachineFactory:
         self._counter = 0
         self._hub: L2Hub | None = None
         self._private_index = 0
+        self._life_slots: list[BootSlot] = []  # held until `finish` (under TCG)
 
     # -- Ignition -------------------------------------------------------------------------------------
 
@@ -146,6 +149,12 @@ class MachineFactory:
             )
         names = [self._next_name(name) for _ in range(count)]
         nets = [self._private_net() if private_network else None for _ in names]
+        if self.run.slots_for_life:
+            # All machines of one request are admitted together; they hold their slots until `finish`.
+            who = names[0] if count == 1 else f"{names[0]}..{names[-1]}"
+            slot = self.run.boot_slots.slot(who, timeout=self.run.slot_timeout, count=count).acquire()
+            with self._lock:
+                self._life_slots.append(slot)
         if count == 1:
             return [self._boot_one(names[0], config, nets[0])]
         with ThreadPoolExecutor(max_workers=count) as pool:
@@ -199,8 +208,7 @@ class MachineFactory:
             channel=self.image.channel,
             test_id=self.test_id,
         )
-        slot = self.run.boot_slots.slot(name, timeout=self.run.timeouts.boot * 4)
-        with slot:
+        with self._boot_gate(name):
             vm = self.run.platform.boot(spec)
             guest = GuestMachine(
                 vm,
@@ -208,7 +216,7 @@ class MachineFactory:
                 timeouts=self.run.timeouts,
                 distro=distro,
                 channel=self.image.channel,
-                boot_gate=lambda: self.run.boot_slots.slot(name, timeout=self.run.timeouts.boot * 4),
+                boot_gate=None if self.run.slots_for_life else lambda: self._boot_gate(name),
             )
             guest.private_address = net.address.split("/")[0] if net else None
             with self._lock:
@@ -223,8 +231,14 @@ class MachineFactory:
             except RailyardError as exc:
                 tail = "\n".join(guest.console_text().splitlines()[-25:])
                 raise BootError(f"{name} did not come up: {exc}\n--- last console lines ---\n{tail}") from exc
-        log.info("%s: ready (waited %.1f s for a boot slot)", name, slot.waited)
+        log.info("%s: ready", name)
         return guest
+
+    def _boot_gate(self, name: str) -> AbstractContextManager[object]:
+        """Held while a machine boots: a slot of its own, unless its slot is held for its whole life."""
+        if self.run.slots_for_life:
+            return nullcontext()
+        return self.run.boot_slots.slot(name, timeout=self.run.slot_timeout)
 
     # -- after the test -------------------------------------------------------------------------------
 
@@ -261,6 +275,15 @@ class MachineFactory:
 
     def finish(self, failed: bool) -> list[str]:
         """Write artifacts, then destroy the machines (or keep them on failure if asked). Returns notes."""
+        try:
+            return self._finish(failed)
+        finally:
+            with self._lock:
+                slots, self._life_slots = self._life_slots, []
+            for slot in slots:
+                slot.release()
+
+    def _finish(self, failed: bool) -> list[str]:
         notes: list[str] = []
         for guest in list(self.machines):
             workdir = guest.vm.spec.workdir

@@ -40,6 +40,12 @@ class ImageChoice:
         return self.metadata.version if self.metadata else None
 
 
+# Under TCG a machine waits for others to end: as long as a long test can take (several update cycles).
+LIFETIME_SLOT_WAIT = 4 * 3600.0
+# A test that holds a machine and asks for another waits this long before it goes ahead without a slot.
+OVERCOMMIT_AFTER = 300.0
+
+
 def _opt(config: pytest.Config, name: str) -> Any:
     return config.getoption(name)
 
@@ -161,11 +167,26 @@ class Run:
         directory.mkdir(parents=True, exist_ok=True)
         return generate_keypair(directory)
 
+    @property
+    def slots_for_life(self) -> bool:
+        """Whether a machine holds its admission slot for its whole life, not only while it boots: so on
+        this host under TCG, where a running guest costs as much CPU as a booting one."""
+        return self.platform_cls.local and self.accel.name == "tcg"
+
+    @property
+    def slot_timeout(self) -> float:
+        """How long a machine may wait for a slot: a boot's worth, or under TCG other tests' whole runs."""
+        return LIFETIME_SLOT_WAIT if self.slots_for_life else self.timeouts.boot * 4
+
     @cached_property
     def boot_slots(self) -> BootSlots:
         cores = os.cpu_count() or 1
         count = cores if self.platform_cls.local else 64
-        return BootSlots(count, memory_mib=int(_opt(self.config, "qemu_memory") or 0))
+        return BootSlots(
+            count,
+            memory_mib=int(_opt(self.config, "qemu_memory") or 0),
+            overcommit_after=OVERCOMMIT_AFTER,
+        )
 
     def close(self) -> None:
         if self._platform is not None:
