@@ -39,12 +39,18 @@ def _hold(directory, ready, release):
         release.wait(10)
 
 
-def test_slot_held_by_another_process_is_waited_for_and_freed_when_it_exits(tmp_path):
+def _child_holding_a_slot(directory):
+    """A forked process that holds one slot until the returned event is set (or it is killed)."""
     ctx = multiprocessing.get_context("fork")
     ready, release = ctx.Event(), ctx.Event()
-    child = ctx.Process(target=_hold, args=(tmp_path, ready, release))
+    child = ctx.Process(target=_hold, args=(directory, ready, release))
     child.start()
     assert ready.wait(10)
+    return child, release
+
+
+def test_slot_held_by_another_process_is_waited_for_and_freed_when_it_exits(tmp_path):
+    child, release = _child_holding_a_slot(tmp_path)
     with pytest.raises(BootError):
         with BootSlots(1, tmp_path).slot("parent", timeout=0.5):
             pass
@@ -56,11 +62,7 @@ def test_slot_held_by_another_process_is_waited_for_and_freed_when_it_exits(tmp_
 
 
 def test_killed_holder_releases_its_slot(tmp_path):
-    ctx = multiprocessing.get_context("fork")
-    ready, release = ctx.Event(), ctx.Event()
-    child = ctx.Process(target=_hold, args=(tmp_path, ready, release))
-    child.start()
-    assert ready.wait(10)
+    child, _release = _child_holding_a_slot(tmp_path)
     child.kill()
     child.join(10)
     with BootSlots(1, tmp_path).slot("parent", timeout=5):
@@ -89,11 +91,7 @@ def test_a_request_for_several_slots_takes_all_or_none(tmp_path):
 
 
 def test_a_waiting_cluster_is_served_before_later_single_requests(tmp_path):
-    ctx = multiprocessing.get_context("fork")
-    ready, release = ctx.Event(), ctx.Event()
-    child = ctx.Process(target=_hold, args=(tmp_path, ready, release))
-    child.start()
-    assert ready.wait(10)
+    child, release = _child_holding_a_slot(tmp_path)
     slots = BootSlots(2, tmp_path)
     order: list[str] = []
     cluster_waiting = threading.Event()
