@@ -203,6 +203,7 @@ class MachineFactory:
             workdir=workdir,
             ssh_user=distro.default_user,
             memory_mib=int(self.run.config.getoption("qemu_memory")),
+            cpus=self.run.machine_cpus,
             firmware=self.image.metadata.firmware if self.image.metadata else "uefi",
             private_net=net,
             channel=self.image.channel,

@@ -168,6 +168,18 @@ class Run:
         return generate_keypair(directory)
 
     @property
+    def machine_cpus(self) -> int:
+        """vCPUs per machine: --qemu-cpus, else 2 under KVM and 1 under TCG. Under TCG each machine is
+        admitted to one host core: more vCPU threads than cores let the host deschedule a vCPU that holds
+        a lock while another spins on it (soft lockups), and gain nothing when every core already runs a VM."""
+        chosen = _opt(self.config, "qemu_cpus")
+        if not self.platform_cls.local:
+            return 2  # a cloud machine's size is its instance type
+        if chosen is not None:
+            return int(chosen)
+        return 1 if self.accel.name == "tcg" else 2
+
+    @property
     def slots_for_life(self) -> bool:
         """Whether a machine holds its admission slot for its whole life, not only while it boots: so on
         this host under TCG, where a running guest costs as much CPU as a booting one."""

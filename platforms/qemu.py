@@ -191,8 +191,9 @@ class QemuPlatform(Platform):
             help=f"guest memory in MiB of QEMU machines (default: {DEFAULT_MEMORY_MIB})",
         )  # fmt: skip
         add(
-            "--qemu-cpus", dest="qemu_cpus", type=int, default=DEFAULT_CPUS, metavar="N",
-            help=f"vCPUs of QEMU machines (default: {DEFAULT_CPUS})",
+            "--qemu-cpus", dest="qemu_cpus", type=int, default=None, metavar="N",
+            help=f"vCPUs of QEMU machines (default: {DEFAULT_CPUS} under KVM; 1 under TCG, where each "
+            "machine is admitted to one host core)",
         )  # fmt: skip
         add(
             "--qemu-firmware", dest="qemu_firmware", choices=FIRMWARE_CHOICES, default=None,

@@ -164,7 +164,7 @@ def test_options_register_and_override(tmp_path):
     parser = argparse.ArgumentParser()
     QemuPlatform.add_options(parser.add_argument_group("railyard"))
     defaults = parser.parse_args([])
-    assert (defaults.qemu_memory, defaults.qemu_cpus, defaults.qemu_firmware) == (1024, 2, None)
+    assert (defaults.qemu_memory, defaults.qemu_cpus, defaults.qemu_firmware) == (1024, None, None)
     assert defaults.qemu_binary == "qemu-system-x86_64"
     # Defaults leave the spec alone (its firmware comes from the image's metadata).
     platform = QemuPlatform(make_ctx(tmp_path, **vars(defaults)))
