@@ -1,6 +1,6 @@
 import pytest
 
-from harness.consolecheck import describe, scan
+from harness.consolecheck import describe, scan, split_starvation
 
 HEALTHY = """\
 [    0.000000] Linux version 6.1.0-28-amd64
@@ -19,6 +19,8 @@ def test_healthy_console_has_no_matches():
         ("[   12.3] Kernel panic - not syncing: sysrq triggered crash", "kernel panic"),
         ("[    3.1] BUG: kernel NULL pointer dereference, address: 0000000000000000", "kernel BUG"),
         ("[   22.0] watchdog: BUG: soft lockup - CPU#0 stuck for 23s!", "soft lockup"),
+        ("[   88.6] rcu: INFO: rcu_preempt self-detected stall on CPU", "RCU stall"),
+        ("[  240.1] INFO: task jbd2/vda1-8:123 blocked for more than 120 seconds.", "hung task"),
         ("[    5.0] Oops: 0002 [#1] PREEMPT SMP NOPTI", "kernel oops"),
         ("[    9.9] app[123]: segfault at 0 ip 000055 sp 00007ff error 6", "segfault"),
         ("You are in emergency mode. After logging in, type", "emergency shell"),
@@ -44,3 +46,18 @@ def test_describe_limits_output():
     assert out.count("\n") == 3
     assert out.endswith("and 12 more")
     assert out.startswith("m1 console: failed unit: Failed to start unit0.service")
+
+
+def test_lockups_and_stalls_fail_under_kvm_and_are_tolerated_under_tcg():
+    text = (
+        "[   88.5] watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [cat:477]\n"
+        "[   88.6] rcu: INFO: rcu_preempt self-detected stall on CPU\n"
+        "[   90.0] Kernel panic - not syncing: Fatal exception\n"
+    )
+    matches = scan(text, "console")
+    failures, tolerated = split_starvation(matches, emulated=False)
+    assert [m.description for m in failures] == ["soft lockup", "RCU stall", "kernel panic"]
+    assert tolerated == []
+    failures, tolerated = split_starvation(matches, emulated=True)
+    assert [m.description for m in failures] == ["kernel panic"]  # a panic is the guest's, whatever the host
+    assert [m.description for m in tolerated] == ["soft lockup", "RCU stall"]
