@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
 INNER_TIMEOUT = 1800.0
+SUITES = Path(__file__).resolve().parents[2] / "suites"
+COLLECTED = re.compile(r"^(\d+) tests? collected", re.MULTILINE)
 
 
 def run_inner(pytester: pytest.Pytester, *args: str, timeout: float = INNER_TIMEOUT) -> pytest.RunResult:
@@ -26,3 +29,12 @@ def qemu_processes_under(path: Path) -> list[str]:
 
 def leftover_disks(path: Path) -> list[Path]:
     return [p for p in path.rglob("*") if p.suffix in (".qcow2", ".fd") or p.name.endswith(".sock")]
+
+
+def collected(pytester: pytest.Pytester, *args: str) -> int:
+    """How many tests a run with `args` would run."""
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--collect-only", "-q", *args)
+    assert result.ret == 0, result.stdout.str()
+    match = COLLECTED.search(result.stdout.str())
+    assert match, result.stdout.str()
+    return int(match.group(1))

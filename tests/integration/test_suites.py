@@ -2,25 +2,10 @@
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
+from tests.integration.helpers import SUITES, collected, leftover_disks, qemu_processes_under, run_inner
 
-import pytest
-
-from tests.integration.helpers import leftover_disks, qemu_processes_under, run_inner
-
-SUITES = Path(__file__).resolve().parents[2] / "suites"
 # The whole of suites/ under TCG with two workers, the update suite's four channels included.
 SUITES_TIMEOUT = 75 * 60.0
-COLLECTED = re.compile(r"^(\d+) tests? collected", re.MULTILINE)
-
-
-def collected(pytester: pytest.Pytester, *args: str) -> int:
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--collect-only", "-q", *args)
-    assert result.ret == 0, result.stdout.str()
-    match = COLLECTED.search(result.stdout.str())
-    assert match, result.stdout.str()
-    return int(match.group(1))
 
 
 def test_every_suite_passes_on_qemu_with_two_workers(pytester):
