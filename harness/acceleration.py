@@ -100,6 +100,8 @@ class Timeouts:
     reboot: float
     command: float
     settle: float
+    restart: float = 90.0
+    """How long a machine may print nothing after the kernel's restart line before it counts as stuck."""
 
     @classmethod
     def for_acceleration(cls, accel: Acceleration, boot: float | None = None) -> Timeouts:
@@ -109,4 +111,5 @@ class Timeouts:
             reboot=boot if boot is not None else accel.scale(24.0),
             command=accel.scale(30.0),
             settle=accel.scale(12.0),
+            restart=accel.scale(9.0),
         )

@@ -57,6 +57,8 @@ class GuestMachine:
         self._os: OSHelpers | None = None
         self.private_address: str | None = None
         """The address on the cluster's private network, when the machine has one."""
+        self.notes: list[str] = []
+        """What the harness did to this machine that a test's report should say (e.g. a recovery)."""
 
     def __repr__(self) -> str:
         return f"<GuestMachine {self.name} on {self.vm.ssh_endpoint.host}:{self.vm.ssh_endpoint.port}>"
@@ -212,12 +214,13 @@ class GuestMachine:
         timeout = timeout if timeout is not None else self.timeouts.reboot
         self.close()
         deadline = time.monotonic() + timeout
+        guard = RestartGuard(self)
 
         def new_boot() -> str | None:
             if not self.vm.is_running():
                 raise BootError(f"{self.name} stopped running while rebooting")
             ep = self.vm.ssh_endpoint
-            wait_for_banner(ep.host, ep.port, max(deadline - time.monotonic(), 1.0), alive=self.vm.is_running)
+            wait_for_banner(ep.host, ep.port, max(deadline - time.monotonic(), 1.0), alive=guard.alive)
             try:
                 current = self.boot_id()
             except (SSHError, OSError, paramiko.SSHException):
@@ -258,3 +261,51 @@ class GuestMachine:
 
 
 __all__ = ["CommandResult", "GuestMachine", "RailyardError"]
+
+
+# What Linux prints last before it resets the machine (pr_emerg: shown with `quiet` too).
+RESTART_LINE = "reboot: Restarting system"
+
+
+class RestartGuard:
+    """Watches a rebooting machine for a restart that never gets out of the firmware.
+
+    After the kernel prints its restart line, firmware output follows within seconds. Under TCG on these
+    hosts a restart now and then stops right there: QEMU runs, the console stays silent for good. When the
+    console has ended on the restart line for `timeouts.restart` seconds, the guard hard-resets the machine
+    once (it needs the hard-reset capability), logs what the hypervisor saw, and leaves a note for the test's
+    report. A second stall is left to the reboot's timeout.
+    """
+
+    def __init__(self, machine: GuestMachine) -> None:
+        self.machine = machine
+        self.used = False
+        self._length = -1
+        self._changed = time.monotonic()
+
+    def alive(self) -> bool:
+        """For `wait_for_banner`: whether the machine still runs (resetting it first if it is stuck)."""
+        m = self.machine
+        if not m.vm.is_running():
+            return False
+        text = m.console_text()
+        now = time.monotonic()
+        if len(text) != self._length:
+            self._length, self._changed = len(text), now
+            return True
+        from platforms.base import CAP_HARD_RESET
+
+        stuck = now - self._changed > m.timeouts.restart and text.rstrip().endswith(RESTART_LINE)
+        if stuck and not self.used and CAP_HARD_RESET in m.vm.capabilities:
+            self.used = True
+            note = (
+                f"{m.name}: no firmware output {now - self._changed:.0f} s after the kernel restarted the "
+                f"machine ({m.vm.diagnose() or 'no hypervisor diagnostics'}); reset it"
+            )
+            try:
+                m.vm.reset()
+            except RailyardError as exc:
+                note += f" failed: {exc}"
+            log.warning("%s", note)
+            m.notes.append(note)
+        return True

@@ -332,12 +332,18 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
     req = _requirements(item)
     with _alarm(req.timeout, item.nodeid):
         result = yield
-    if "no_console_check" in req.flags:
-        return result
     factories = [*item.stash.get(FACTORIES_KEY, [])]
     module_factory = item.parent.stash.get(_MODULE_FACTORY, None) if item.parent else None
     if module_factory is not None and "module_machine" in getattr(item, "fixturenames", ()):
         factories.append(module_factory)
+    notes = []
+    for guest in (m for f in factories for m in f.machines):
+        notes += guest.notes
+        guest.notes.clear()
+    if notes:
+        item.add_report_section("call", "railyard", "\n".join(notes))
+    if "no_console_check" in req.flags:
+        return result
     run = item.config.stash[RUN_KEY]
     matches = [m for f in factories for m in f.check()]
     failures, tolerated = split_starvation(matches, emulated=run.accel.name == "tcg")

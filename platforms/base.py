@@ -152,6 +152,10 @@ class Machine(ABC):
         """Extra files (name -> text) worth keeping with the test's artifacts, e.g. the command line."""
         return {}
 
+    def diagnose(self) -> str:
+        """What the hypervisor can tell about a machine that seems stuck (run state, CPU registers)."""
+        return ""
+
 
 class Platform(ABC):
     """A place machines boot. Owns and cleans up every resource it creates."""

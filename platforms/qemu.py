@@ -158,6 +158,16 @@ class QemuMachine(Machine):
     def artifacts(self) -> dict[str, str]:
         return {"qemu-cmdline.txt": shlex.join(self.command) + "\n"}
 
+    def diagnose(self) -> str:
+        if not self.is_running():
+            return f"QEMU exited with status {self.process.returncode}"
+        try:
+            status = self.qmp.execute("query-status")
+            registers = self.qmp.human_monitor("info registers").splitlines()[:3]
+        except PlatformError as exc:
+            return f"QMP did not answer: {exc}"
+        return f"run state {status.get('status')}; " + " ".join(line.strip() for line in registers)
+
     def __repr__(self) -> str:
         return f"<QemuMachine {self.name} pid={self.process.pid} ssh=127.0.0.1:{self.ssh_port}>"
 

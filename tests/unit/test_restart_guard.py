@@ -1,0 +1,93 @@
+"""A restart that never leaves the firmware is reset once; every other silence is left alone."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.acceleration import Acceleration, Timeouts
+from harness.distros.base import get_distro
+from harness.machine import RESTART_LINE, GuestMachine, RestartGuard
+from harness.retry import poll
+from platforms.base import CAP_HARD_RESET, Machine, MachineSpec, SSHEndpoint
+
+
+class FakeVM(Machine):
+    capabilities = frozenset({CAP_HARD_RESET})
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(MachineSpec(name="m", image=workdir / "i", ignition="{}", ignition_fw_cfg="x",
+                                     workdir=workdir))  # fmt: skip
+        self.resets = 0
+        self.console_path.write_text("")
+
+    @property
+    def ssh_endpoint(self) -> SSHEndpoint:
+        return SSHEndpoint("127.0.0.1", 1, "core")
+
+    def is_running(self) -> bool:
+        return True
+
+    def reset(self) -> None:
+        self.resets += 1
+
+    def poweroff(self, timeout: float) -> None: ...
+
+    def kill(self) -> None: ...
+
+    def diagnose(self) -> str:
+        return "run state running; RIP=000000000000fff0"
+
+    def print(self, text: str) -> None:
+        with self.console_path.open("a") as f:
+            f.write(text)
+
+
+@pytest.fixture
+def guest(tmp_path):
+    timeouts = dataclasses.replace(Timeouts.for_acceleration(Acceleration("kvm", "test")), restart=0.3)
+    vm = FakeVM(tmp_path)
+    # No SSH here: the guard reads the console and asks the hypervisor only.
+    return GuestMachine(vm, pkey=None, timeouts=timeouts, distro=get_distro("railyard"), channel="stable")
+
+
+def watch(guard: RestartGuard, seconds: float) -> None:
+    """Call the guard as a banner wait does, for a while: it must keep saying the machine is alive."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        assert guard.alive()
+        time.sleep(0.05)
+
+
+def test_a_console_stuck_on_the_restart_line_gets_one_reset(guest):
+    guest.vm.print(
+        f"[  157.9] systemd-shutdown[1]: Failed to finalize file systems, ignoring.\n[  158.0] {RESTART_LINE}\n"
+    )
+    guard = RestartGuard(guest)
+    poll(lambda: guest.vm.resets or (guard.alive() and None), timeout=5, interval=0.05, what="the reset")
+    assert guest.vm.resets == 1
+    [note] = guest.notes
+    assert "no firmware output" in note
+    assert "RIP=000000000000fff0" in note
+    watch(guard, 1.0)  # stuck again: left to the reboot's own timeout
+    assert guest.vm.resets == 1
+
+
+def test_firmware_output_after_the_restart_line_is_a_normal_reboot(guest):
+    guest.vm.print(f"[  158.0] {RESTART_LINE}\n")
+    guard = RestartGuard(guest)
+    assert guard.alive()
+    guest.vm.print('BdsDxe: loading Boot0001 "UEFI Misc Device"\n')
+    watch(guard, 1.0)  # a long silence while the kernel boots with `quiet` is no stall
+    assert guest.vm.resets == 0
+    assert guest.notes == []
+
+
+def test_a_machine_without_hard_reset_is_left_to_the_timeout(guest):
+    guest.vm.capabilities = frozenset()
+    guest.vm.print(f"[  158.0] {RESTART_LINE}\n")
+    watch(RestartGuard(guest), 1.0)
+    assert guest.vm.resets == 0
