@@ -217,7 +217,7 @@ class MachineFactory:
                 timeouts=self.run.timeouts,
                 distro=distro,
                 channel=self.image.channel,
-                boot_gate=None if self.run.slots_for_life else lambda: self._boot_gate(name),
+                boot_gate=lambda: self._boot_gate(name),
             )
             guest.private_address = net.address.split("/")[0] if net else None
             with self._lock:

@@ -19,6 +19,7 @@ from harness.acceleration import Timeouts
 from harness.errors import BootError, CommandError, RailyardError, SSHError, WaitTimeout
 from harness.retry import poll
 from harness.ssh import CommandResult, SSHConnection, wait_for_banner
+from platforms.base import CAP_HARD_RESET
 
 if TYPE_CHECKING:
     from harness.distros.base import Distro
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Admits a boot (see harness.admission): reboots wait for a slot like first boots do.
+# Admits a boot (see harness.admission): where slots are held only while booting, reboots wait for one too.
 BootGate = Callable[[], AbstractContextManager[Any]]
 
 
@@ -293,8 +294,6 @@ class RestartGuard:
         if len(text) != self._length:
             self._length, self._changed = len(text), now
             return True
-        from platforms.base import CAP_HARD_RESET
-
         stuck = now - self._changed > m.timeouts.restart and text.rstrip().endswith(RESTART_LINE)
         if stuck and not self.used and CAP_HARD_RESET in m.vm.capabilities:
             self.used = True
