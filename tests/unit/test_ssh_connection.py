@@ -153,3 +153,20 @@ def test_reconnects_after_close(conn):
     conn.close()
     assert not conn.is_active
     assert conn.run("echo again", timeout=10).stdout == "again\n"
+
+
+def test_a_failed_handshake_is_one_ssh_error_and_no_logged_traceback(tmp_path, caplog):
+    # What a booting guest behind QEMU's user network looks like: the port accepts, then closes.
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def accept_and_close() -> None:
+        sock, _ = listener.accept()
+        sock.close()
+
+    threading.Thread(target=accept_and_close, daemon=True).start()
+    key = generate_keypair(tmp_path / "key")
+    with caplog.at_level("DEBUG"), pytest.raises(SSHError, match="cannot log in"):
+        SSHConnection(SSHEndpoint("127.0.0.1", port, "core"), key.pkey, connect_timeout=5).connect()
+    listener.close()
+    assert [r for r in caplog.records if r.levelname == "ERROR"] == []
