@@ -21,6 +21,24 @@ def run_inner(pytester: pytest.Pytester, *args: str, timeout: float = INNER_TIME
     )
 
 
+SECTION = re.compile(r"^=+ (.+?) =+$", re.MULTILINE)
+
+
+def failure_report(result: pytest.RunResult, limit: int = 12000) -> str:
+    """What an inner run said about its failures: the FAILURES and ERRORS sections (tracebacks, captured
+    logs, the harness's reports), the short summary and the counts, each cut to `limit` characters."""
+    text = result.stdout.str()
+    heads = list(SECTION.finditer(text))
+    parts = []
+    for i, head in enumerate(heads):
+        if head.group(1) in ("FAILURES", "ERRORS") or head.group(1).startswith("short test summary"):
+            end = heads[i + 1].start() if i + 1 < len(heads) else len(text)
+            parts.append(text[head.start() : end][:limit])
+    if heads and parts:
+        parts.append(heads[-1].group(0))  # the outcome counts
+    return "\n".join(parts) or text[-limit:]
+
+
 def qemu_processes_under(path: Path) -> list[str]:
     """QEMU processes whose command line names `path` (machines of one inner run)."""
     ps = subprocess.run(["pgrep", "-a", "-f", "qemu-system"], capture_output=True, text=True, check=False)

@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from tests.integration.helpers import SUITES, collected, run_inner
+from tests.integration.helpers import SUITES, collected, failure_report, run_inner
 from tests.libvirt.conftest import railyard_domains
 
 CHANNEL = "stable"
@@ -32,8 +32,8 @@ def test_suites_pass_on_libvirt(pytester, hypervisors):
     result = run_inner(pytester, "-n", "2", *args, timeout=SUITES_TIMEOUT)
 
     outcomes = result.parseoutcomes()
-    assert outcomes.get("failed", 0) == 0, result.stdout.str()[-6000:]
-    assert outcomes.get("errors", 0) == 0, result.stdout.str()[-6000:]
+    assert outcomes.get("failed", 0) == 0, failure_report(result)
+    assert outcomes.get("errors", 0) == 0, failure_report(result)
     assert outcomes.get("passed", 0) == expected, outcomes
     result.stdout.fnmatch_lines([f"*PASSED*test_update.py::test_update_then_rollback?libvirt-{CHANNEL}?*"])
     left = {name for name, _ in railyard_domains(hypervisors.system)} - before
