@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import shlex
 import shutil
 import subprocess
@@ -84,6 +85,7 @@ class QemuMachine(Machine):
         self.paths = paths
         self.command = command
         self.ssh_port = ssh_port
+        self._diagnoses = 0
 
     @property
     def ssh_endpoint(self) -> SSHEndpoint:
@@ -159,14 +161,24 @@ class QemuMachine(Machine):
         return {"qemu-cmdline.txt": shlex.join(self.command) + "\n"}
 
     def diagnose(self) -> str:
+        """Run state and where the vCPUs are (RIP, mode, the first registers); the monitor's full view of the
+        CPUs and the code at RIP goes to `hypervisor-<n>.txt` next to the console."""
         if not self.is_running():
             return f"QEMU exited with status {self.process.returncode}"
         try:
             status = self.qmp.execute("query-status")
-            registers = self.qmp.human_monitor("info registers").splitlines()[:3]
+            registers = self.qmp.human_monitor("info registers -a")
+            code = self.qmp.human_monitor("x/12i $pc")
+            lapic = self.qmp.human_monitor("info lapic")
         except PlatformError as exc:
             return f"QMP did not answer: {exc}"
-        return f"run state {status.get('status')}; " + " ".join(line.strip() for line in registers)
+        self._diagnoses += 1
+        path = self.paths.console.parent / f"hypervisor-{self._diagnoses}.txt"
+        path.write_text(
+            f"query-status: {status}\n\n# info registers -a\n{registers}\n# x/12i $pc\n{code}\n"
+            f"# info lapic\n{lapic}\n"
+        )
+        return f"run state {status.get('status')}; {register_summary(registers)}; full view in {path.name}"
 
     def __repr__(self) -> str:
         return f"<QemuMachine {self.name} pid={self.process.pid} ssh=127.0.0.1:{self.ssh_port}>"
@@ -329,6 +341,26 @@ class QemuPlatform(Platform):
             super().close()
         finally:
             self._launcher.stop()
+
+
+REGISTER = re.compile(r"\b(RIP|RAX|RBX|RCX|RDX|RSP|CR0|CR3|CR4|CPL|HLT|SMM)=(\S+)")
+
+
+def register_summary(info_registers: str) -> str:
+    """The registers that tell firmware from kernel and a spin from a halt, for each CPU of `info registers`."""
+    summaries = []
+    for block in re.split(r"(?m)^(?=CPU#\d+)", info_registers):
+        if not block.strip():
+            continue
+        cpu = block.split(None, 1)[0]
+        values = dict(REGISTER.findall(block))
+        shown = " ".join(
+            f"{k}={values[k]}"
+            for k in ("RIP", "CPL", "HLT", "SMM", "CR0", "CR4", "RAX", "RBX", "RCX")
+            if k in values
+        )
+        summaries.append(f"{cpu} {shown}")
+    return "; ".join(summaries) or "no registers"
 
 
 def image_format(image: Path) -> str:

@@ -30,6 +30,15 @@ def test_ignition_adds_user_with_key_and_writes_file(machine_factory, tester_key
     assert machine.succeed("sudo cat /etc/railyard-image-test") == "written by ignition\n"
     assert machine.succeed("sudo stat -c %a /etc/railyard-image-test").strip() == "600"
 
+    # What a stuck machine's report would say: the vCPU's place, and the monitor's full view on disk.
+    view = machine.vm.diagnose()
+    assert view.startswith("run state running; CPU#0 RIP="), view
+    dump = machine.vm.paths.console.parent / "hypervisor-1.txt"
+    assert dump.name in view
+    text = dump.read_text()
+    assert "# info registers -a" in text
+    assert "CR0=" in text
+
 
 def test_copy_of_usr_a_boots_from_usr_b_after_a_trial(machine):
     assert machine.os.booted_slot() == "USR-A"

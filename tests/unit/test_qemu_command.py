@@ -262,3 +262,28 @@ def test_gc_socket_dirs(tmp_path):
     os.utime(other, (old, old))
     assert gc_socket_dirs(tmp_path) == [unused]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["railyard-qmp-new", "something-else"]
+
+
+INFO_REGISTERS_TWO_CPUS = """
+CPU#0
+RAX=00000000fee00000 RBX=000000000000001b RCX=0000000000000000 RDX=000000003fe99b48
+RSI=0000000000000000 RDI=0000000000000000 RBP=0000000000000000 RSP=000000003fe99b10
+RIP=000000003feb1234 RFL=00000046 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=0
+CR0=80010033 CR2=0000000000000000 CR3=000000003fc01000 CR4=00000668
+
+CPU#1
+RAX=0000000000000000 RBX=0000000000000000 RCX=0000000000000000 RDX=0000000000000000
+RIP=ffffffff81c3f2ab RFL=00000246 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=1
+CR0=80050033 CR2=0000000000000000 CR3=0000000002a0e000 CR4=00350ef0
+"""
+
+
+def test_register_summary_names_each_cpus_position_and_state():
+    from platforms.qemu import register_summary
+
+    summary = register_summary(INFO_REGISTERS_TWO_CPUS)
+    first, second = summary.split("; ")
+    assert first.startswith("CPU#0 RIP=000000003feb1234 CPL=0 HLT=0 SMM=0 CR0=80010033")
+    assert "RBX=000000000000001b" in first
+    assert second.startswith("CPU#1 RIP=ffffffff81c3f2ab CPL=0 HLT=1")
+    assert register_summary("") == "no registers"
