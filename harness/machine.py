@@ -19,7 +19,7 @@ from harness.acceleration import Timeouts
 from harness.errors import BootError, CommandError, RailyardError, SSHError, WaitTimeout
 from harness.retry import poll
 from harness.ssh import CommandResult, SSHConnection, wait_for_banner
-from platforms.base import CAP_HARD_RESET
+from platforms.base import CAP_HARD_RESET, CAP_POWER_CYCLE
 
 if TYPE_CHECKING:
     from harness.distros.base import Distro
@@ -207,6 +207,13 @@ class GuestMachine:
         self.vm.reset()
         self._await_new_boot(old, timeout)
 
+    def power_cycle(self, timeout: float | None = None) -> None:
+        """Cold boot: the machine's hypervisor process stops and a new one starts on the same disks."""
+        old = self.boot_ids[-1] if self.boot_ids else ""
+        self.close()
+        self.vm.power_cycle()
+        self._await_new_boot(old, timeout)
+
     def wait_for_reboot(self, timeout: float | None = None) -> None:
         """Wait for a reboot the guest starts by itself (e.g. a failed trial boot)."""
         self._await_new_boot(self.boot_ids[-1] if self.boot_ids else "", timeout)
@@ -221,7 +228,10 @@ class GuestMachine:
             if not self.vm.is_running():
                 raise BootError(f"{self.name} stopped running while rebooting")
             ep = self.vm.ssh_endpoint
-            wait_for_banner(ep.host, ep.port, max(deadline - time.monotonic(), 1.0), alive=guard.alive)
+            try:
+                wait_for_banner(ep.host, ep.port, max(deadline - time.monotonic(), 1.0), alive=guard.alive)
+            except PowerCycled:
+                return None  # SSH is forwarded from somewhere new: wait again there
             try:
                 current = self.boot_id()
             except (SSHError, OSError, paramiko.SSHException):
@@ -268,14 +278,20 @@ __all__ = ["CommandResult", "GuestMachine", "RailyardError"]
 RESTART_LINE = "reboot: Restarting system"
 
 
+class PowerCycled(Exception):
+    """Raised out of a banner wait by RestartGuard: the machine was power-cycled, its SSH endpoint changed."""
+
+
 class RestartGuard:
     """Watches a rebooting machine for a restart that never gets out of the firmware.
 
     After the kernel prints its restart line, firmware output follows within seconds. Under TCG on these
-    hosts a restart now and then stops right there: QEMU runs, the console stays silent for good. When the
-    console has ended on the restart line for `timeouts.restart` seconds, the guard hard-resets the machine
-    once (it needs the hard-reset capability), logs what the hypervisor saw, and leaves a note for the test's
-    report. A second stall is left to the reboot's timeout.
+    hosts a restart now and then stops right there: QEMU runs, the console stays silent for good, and a
+    warm reset (QMP `system_reset`) ends the same way. When the console has ended on the restart line for
+    `timeouts.restart` seconds, the guard recovers the machine once: a power cycle (a new hypervisor process
+    on the same disks: the kernel had finished its shutdown) where the platform can, else a hard reset. It
+    logs what the hypervisor saw and leaves a note for the test's report. A second stall is left to the
+    reboot's timeout.
     """
 
     def __init__(self, machine: GuestMachine) -> None:
@@ -285,7 +301,10 @@ class RestartGuard:
         self._changed = time.monotonic()
 
     def alive(self) -> bool:
-        """For `wait_for_banner`: whether the machine still runs (resetting it first if it is stuck)."""
+        """For `wait_for_banner`: whether the machine still runs (recovering it first if it is stuck).
+
+        Raises PowerCycled after a power cycle, for the caller to wait on the new SSH endpoint.
+        """
         m = self.machine
         if not m.vm.is_running():
             return False
@@ -295,16 +314,24 @@ class RestartGuard:
             self._length, self._changed = len(text), now
             return True
         stuck = now - self._changed > m.timeouts.restart and text.rstrip().endswith(RESTART_LINE)
-        if stuck and not self.used and CAP_HARD_RESET in m.vm.capabilities:
-            self.used = True
-            note = (
-                f"{m.name}: no firmware output {now - self._changed:.0f} s after the kernel restarted the "
-                f"machine ({m.vm.diagnose() or 'no hypervisor diagnostics'}); reset it"
-            )
-            try:
-                m.vm.reset()
-            except RailyardError as exc:
-                note += f" failed: {exc}"
-            log.warning("%s", note)
-            m.notes.append(note)
-        return True
+        if not stuck or self.used:
+            return True
+        cycle = CAP_POWER_CYCLE in m.vm.capabilities
+        if not cycle and CAP_HARD_RESET not in m.vm.capabilities:
+            return True
+        action, recover = ("power-cycled it", m.vm.power_cycle) if cycle else ("reset it", m.vm.reset)
+        self.used = True
+        note = (
+            f"{m.name}: no firmware output {now - self._changed:.0f} s after the kernel restarted the "
+            f"machine ({m.vm.diagnose() or 'no hypervisor diagnostics'}); {action}"
+        )
+        try:
+            recover()
+        except RailyardError as exc:
+            note += f" failed: {exc}"
+            cycle = False
+        log.warning("%s", note)
+        m.notes.append(note)
+        if cycle:
+            raise PowerCycled(note)
+        return m.vm.is_running()

@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from harness.acceleration import Acceleration, Timeouts
-from harness.errors import ConfigError
+from harness.errors import ConfigError, PlatformError
 
 log = logging.getLogger(__name__)
 
 # Optional capabilities a test can require with @pytest.mark.requires("...").
 CAP_HARD_RESET = "hard-reset"
 CAP_SNAPSHOT = "snapshot"
+CAP_POWER_CYCLE = "power-cycle"
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,11 @@ class Machine(ABC):
     @abstractmethod
     def reset(self) -> None:
         """Hard reset: the power is cut and the machine starts again at once."""
+
+    def power_cycle(self) -> None:
+        """Stop the machine's hypervisor process and start a new one on the same disks and firmware
+        variables: a cold boot, where `reset` is a warm one. Only with CAP_POWER_CYCLE."""
+        raise PlatformError(f"{self.name}: this platform cannot power-cycle a machine")
 
     @abstractmethod
     def poweroff(self, timeout: float) -> None:

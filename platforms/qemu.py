@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,6 +26,7 @@ from harness.errors import BootError, ConfigError, ImageError, PlatformError
 from harness.qmp import QMPClient
 from platforms.base import (
     CAP_HARD_RESET,
+    CAP_POWER_CYCLE,
     CAP_SNAPSHOT,
     GarbageRequest,
     Machine,
@@ -65,9 +67,12 @@ KILL_GRACE = 3.0
 DEFAULT_MEMORY_MIB = 1024
 DEFAULT_CPUS = 2
 
+Launched = tuple[subprocess.Popen[bytes], QMPClient, int]
+"""A started QEMU: its process, its connected QMP client, the host port SSH is forwarded from."""
+
 
 class QemuMachine(Machine):
-    capabilities: ClassVar[frozenset[str]] = frozenset({CAP_HARD_RESET, CAP_SNAPSHOT})
+    capabilities: ClassVar[frozenset[str]] = frozenset({CAP_HARD_RESET, CAP_POWER_CYCLE, CAP_SNAPSHOT})
 
     def __init__(
         self,
@@ -78,6 +83,7 @@ class QemuMachine(Machine):
         paths: QemuPaths,
         command: list[str],
         ssh_port: int,
+        launch: Callable[[list[str], QemuPaths], Launched] | None = None,
     ) -> None:
         super().__init__(spec)
         self.process = process
@@ -85,6 +91,7 @@ class QemuMachine(Machine):
         self.paths = paths
         self.command = command
         self.ssh_port = ssh_port
+        self._launch = launch
         self._diagnoses = 0
 
     @property
@@ -109,6 +116,18 @@ class QemuMachine(Machine):
         self._require_running("reset")
         log.info("%s: hard reset", self.name)
         self.qmp.execute("system_reset")
+
+    def power_cycle(self) -> None:
+        """Quit QEMU and start it again with the same command: same overlay disk and UEFI variables, the
+        console appended to, SSH forwarded from a new port. The guest sees a cold boot."""
+        if self._launch is None:
+            raise PlatformError(f"{self.name}: no launcher to start QEMU again")
+        log.info("%s: power cycle (QEMU pid %d quits, a new one starts)", self.name, self.process.pid)
+        self.kill()
+        self.process, self.qmp, self.ssh_port = self._launch(self.command, self.paths)
+        log.info(
+            "%s: QEMU pid %d, SSH forwarded from 127.0.0.1:%d", self.name, self.process.pid, self.ssh_port
+        )
 
     def poweroff(self, timeout: float) -> None:
         if not self.is_running():
@@ -312,9 +331,19 @@ class QemuPlatform(Platform):
             paths.ignition.write_text(spec.ignition)
         command = qemu_command(spec, accel=self.ctx.accel, paths=paths, firmware=firmware, binary=self.binary)
         (paths.console.parent / "qemu-cmdline.txt").write_text(shlex.join(command) + "\n")
+        paths.console.write_bytes(b"")  # the command appends to it, across power cycles
         log.info("%s: starting QEMU (%s, %s, %d MiB, %d vCPU)", spec.name, self.ctx.accel.name, firmware.kind,
                  spec.memory_mib, spec.cpus)  # fmt: skip
         log.debug("%s: %s", spec.name, shlex.join(command))
+        process, qmp, port = self._launch(command, paths)
+        machine = QemuMachine(
+            spec, process=process, qmp=qmp, paths=paths, command=command, ssh_port=port, launch=self._launch
+        )
+        log.info("%s: QEMU pid %d, SSH forwarded from 127.0.0.1:%d", spec.name, process.pid, port)
+        return machine
+
+    def _launch(self, command: list[str], paths: QemuPaths) -> Launched:
+        """Start QEMU, connect QMP, read the forwarded SSH port; nothing is left running if that fails."""
         process = self._launcher.start(command, paths.log, die_with_parent=self.die_with_parent)
         qmp = QMPClient(paths.qmp_socket)
         try:
@@ -324,9 +353,7 @@ class QemuPlatform(Platform):
             qmp.close()
             _stop(process)
             raise
-        machine = QemuMachine(spec, process=process, qmp=qmp, paths=paths, command=command, ssh_port=port)
-        log.info("%s: QEMU pid %d, SSH forwarded from 127.0.0.1:%d", spec.name, process.pid, port)
-        return machine
+        return process, qmp, port
 
     def _destroy(self, machine: Machine) -> None:
         if not isinstance(machine, QemuMachine):

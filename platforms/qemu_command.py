@@ -1,6 +1,6 @@
 """The QEMU command line of one machine, built by pure functions (no I/O), so it can be unit-tested.
 
-Per machine: a qcow2 overlay over the read-only base image, the serial console written to a file (a socket
+Per machine: a qcow2 overlay over the read-only base image, the serial console appended to a file (a socket
 chardev nobody reads stalls the guest's UART), a QMP socket, user-mode networking with SSH forwarded from a port
 QEMU picks on 127.0.0.1, the Ignition config as a fw_cfg blob, a watchdog that resets a hung guest.
 """
@@ -137,7 +137,7 @@ def qemu_command(
         "-nodefaults",
         "-vga", "none",
         "-display", "none",
-        "-chardev", f"file,id=con,path={_value(paths.console)}",
+        "-chardev", f"file,id=con,path={_value(paths.console)},append=on",
         "-serial", "chardev:con",
         *firmware_args(firmware, paths),
         "-drive", f"if=none,id=disk0,format=qcow2,cache=unsafe,discard=unmap,file={_value(paths.overlay)}",

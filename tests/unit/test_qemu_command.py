@@ -58,7 +58,7 @@ def test_tcg_uefi_command(tmp_path):
     assert option_value(argv, "-vga") == ["none"]
     assert option_value(argv, "-display") == ["none"]
     # The console goes to a file, never to a socket nobody reads.
-    assert option_value(argv, "-chardev") == [f"file,id=con,path={paths.console}"]
+    assert option_value(argv, "-chardev") == [f"file,id=con,path={paths.console},append=on"]
     assert option_value(argv, "-serial") == ["chardev:con"]
     assert not any("socket" in a for a in argv)
     drives = option_value(argv, "-drive")
@@ -94,7 +94,9 @@ def test_commas_in_paths_are_escaped(tmp_path):
     argv = qemu_command(
         make_spec(tmp_path, workdir=workdir), accel=TCG, paths=paths, firmware=Firmware.named("bios")
     )
-    assert option_value(argv, "-chardev") == [f"file,id=con,path={str(paths.console).replace(',', ',,')}"]
+    assert option_value(argv, "-chardev") == [
+        f"file,id=con,path={str(paths.console).replace(',', ',,')},append=on"
+    ]
     assert "test_x[a,,b]" in option_value(argv, "-fw_cfg")[0]
 
 

@@ -1,4 +1,4 @@
-"""A restart that never leaves the firmware is reset once; every other silence is left alone."""
+"""A restart that never leaves the firmware is recovered once (power cycle, else reset); other silences are left alone."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 
 from harness.acceleration import Acceleration, Timeouts
 from harness.distros.base import get_distro
-from harness.machine import RESTART_LINE, GuestMachine, RestartGuard
+from harness.machine import RESTART_LINE, GuestMachine, PowerCycled, RestartGuard
 from harness.retry import poll
-from platforms.base import CAP_HARD_RESET, Machine, MachineSpec, SSHEndpoint
+from platforms.base import CAP_HARD_RESET, CAP_POWER_CYCLE, Machine, MachineSpec, SSHEndpoint
 
 
 class FakeVM(Machine):
@@ -22,17 +22,23 @@ class FakeVM(Machine):
         super().__init__(MachineSpec(name="m", image=workdir / "i", ignition="{}", ignition_fw_cfg="x",
                                      workdir=workdir))  # fmt: skip
         self.resets = 0
+        self.cycles = 0
+        self.port = 1
         self.console_path.write_text("")
 
     @property
     def ssh_endpoint(self) -> SSHEndpoint:
-        return SSHEndpoint("127.0.0.1", 1, "core")
+        return SSHEndpoint("127.0.0.1", self.port, "core")
 
     def is_running(self) -> bool:
         return True
 
     def reset(self) -> None:
         self.resets += 1
+
+    def power_cycle(self) -> None:
+        self.cycles += 1
+        self.port += 1
 
     def poweroff(self, timeout: float) -> None: ...
 
@@ -74,6 +80,21 @@ def test_a_console_stuck_on_the_restart_line_gets_one_reset(guest):
     assert "RIP=000000000000fff0" in note
     watch(guard, 1.0)  # stuck again: left to the reboot's own timeout
     assert guest.vm.resets == 1
+
+
+def test_where_the_platform_can_the_stuck_machine_is_power_cycled_once(guest):
+    guest.vm.capabilities = frozenset({CAP_HARD_RESET, CAP_POWER_CYCLE})
+    guest.vm.print(f"[  158.0] {RESTART_LINE}\n")
+    guard = RestartGuard(guest)
+    # The banner wait is interrupted: SSH is forwarded from a new port after a power cycle.
+    with pytest.raises(PowerCycled, match="power-cycled it"):
+        watch(guard, 5.0)
+    assert (guest.vm.cycles, guest.vm.resets, guest.vm.ssh_endpoint.port) == (1, 0, 2)
+    [note] = guest.notes
+    assert "no firmware output" in note
+    assert "RIP=000000000000fff0" in note
+    watch(guard, 1.0)  # stuck again: left to the reboot's own timeout
+    assert guest.vm.cycles == 1
 
 
 def test_firmware_output_after_the_restart_line_is_a_normal_reboot(guest):
