@@ -204,25 +204,27 @@ class GuestMachine:
         """Cut the power and start again (no clean shutdown)."""
         old = self.boot_ids[-1] if self.boot_ids else ""
         self.close()
+        silent_at = len(self.console_text())
         self.vm.reset()
-        self._await_new_boot(old, timeout)
+        self._await_new_boot(old, timeout, silent_at=silent_at)
 
     def power_cycle(self, timeout: float | None = None) -> None:
         """Cold boot: the machine's hypervisor process stops and a new one starts on the same disks."""
         old = self.boot_ids[-1] if self.boot_ids else ""
         self.close()
+        silent_at = len(self.console_text())
         self.vm.power_cycle()
-        self._await_new_boot(old, timeout)
+        self._await_new_boot(old, timeout, silent_at=silent_at)
 
     def wait_for_reboot(self, timeout: float | None = None) -> None:
         """Wait for a reboot the guest starts by itself (e.g. a failed trial boot)."""
         self._await_new_boot(self.boot_ids[-1] if self.boot_ids else "", timeout)
 
-    def _await_new_boot(self, old: str, timeout: float | None) -> None:
+    def _await_new_boot(self, old: str, timeout: float | None, silent_at: int | None = None) -> None:
         timeout = timeout if timeout is not None else self.timeouts.reboot
         self.close()
         deadline = time.monotonic() + timeout
-        guard = RestartGuard(self)
+        guard = RestartGuard(self, silent_at=silent_at)
 
         def new_boot() -> str | None:
             if not self.vm.is_running():
@@ -291,11 +293,13 @@ class RestartGuard:
     `timeouts.restart` seconds, the guard recovers the machine once: a power cycle (a new hypervisor process
     on the same disks: the kernel had finished its shutdown) where the platform can, else a hard reset. It
     logs what the hypervisor saw and leaves a note for the test's report. A second stall is left to the
-    reboot's timeout.
+    reboot's timeout. After a reset or power cycle of the harness's own (`silent_at`: the console's length
+    when it was issued), a console that prints nothing at all for as long counts as the same stall.
     """
 
-    def __init__(self, machine: GuestMachine) -> None:
+    def __init__(self, machine: GuestMachine, silent_at: int | None = None) -> None:
         self.machine = machine
+        self.silent_at = silent_at
         self.used = False
         self._length = -1
         self._changed = time.monotonic()
@@ -312,9 +316,15 @@ class RestartGuard:
         now = time.monotonic()
         if len(text) != self._length:
             self._length, self._changed = len(text), now
+            if len(text) != self.silent_at:
+                return True
+        if now - self._changed <= m.timeouts.restart or self.used:
             return True
-        stuck = now - self._changed > m.timeouts.restart and text.rstrip().endswith(RESTART_LINE)
-        if not stuck or self.used:
+        if len(text) == self.silent_at:
+            after = "the harness reset the machine"
+        elif text.rstrip().endswith(RESTART_LINE):
+            after = "the kernel restarted the machine"
+        else:
             return True
         cycle = CAP_POWER_CYCLE in m.vm.capabilities
         if not cycle and CAP_HARD_RESET not in m.vm.capabilities:
@@ -322,8 +332,8 @@ class RestartGuard:
         action, recover = ("power-cycled it", m.vm.power_cycle) if cycle else ("reset it", m.vm.reset)
         self.used = True
         note = (
-            f"{m.name}: no firmware output {now - self._changed:.0f} s after the kernel restarted the "
-            f"machine ({m.vm.diagnose() or 'no hypervisor diagnostics'}); {action}"
+            f"{m.name}: no firmware output {now - self._changed:.0f} s after {after} "
+            f"({m.vm.diagnose() or 'no hypervisor diagnostics'}); {action}"
         )
         try:
             recover()

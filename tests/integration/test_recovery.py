@@ -10,7 +10,8 @@ from harness.retry import poll
 
 def test_a_restart_stuck_before_the_firmware_is_power_cycled(machine):
     m = machine
-    m.timeouts = dataclasses.replace(m.timeouts, restart=10.0)
+    usual = m.timeouts
+    m.timeouts = dataclasses.replace(usual, restart=10.0)
     m.succeed("echo kept | sudo tee /var/lib/railyard-cycle && sync")
     first_process = m.vm.process.pid
 
@@ -36,6 +37,7 @@ def test_a_restart_stuck_before_the_firmware_is_power_cycled(machine):
     assert console.count("BdsDxe: starting") == 2, "the console lost the first boot in the power cycle"
     assert console.index(RESTART_LINE) < console.rindex("BdsDxe: starting")
 
+    m.timeouts = usual
     m.power_cycle()  # the same, asked for by a test
     assert len(m.boot_ids) == 3
-    assert m.vm.is_running()
+    assert len(m.notes) == 1

@@ -112,3 +112,21 @@ def test_a_machine_without_hard_reset_is_left_to_the_timeout(guest):
     guest.vm.print(f"[  158.0] {RESTART_LINE}\n")
     watch(RestartGuard(guest), 1.0)
     assert guest.vm.resets == 0
+
+
+def test_after_a_reset_of_the_harness_a_console_that_prints_nothing_is_the_same_stall(guest):
+    guest.vm.print("railyard login: ")
+    guard = RestartGuard(guest, silent_at=len(guest.console_text()))
+    poll(lambda: guest.vm.resets or (guard.alive() and None), timeout=5, interval=0.05, what="the reset")
+    [note] = guest.notes
+    assert "after the harness reset the machine" in note
+
+
+def test_after_a_reset_any_firmware_output_means_the_machine_runs(guest):
+    guest.vm.print("railyard login: ")
+    guard = RestartGuard(guest, silent_at=len(guest.console_text()))
+    assert guard.alive()
+    guest.vm.print('BdsDxe: loading Boot0001 "UEFI Misc Device"\n')
+    watch(guard, 1.0)  # then silent: the kernel boots quietly
+    assert guest.vm.resets == 0
+    assert guest.notes == []
