@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 from harness.errors import BootError, ConfigError, PlatformError
 from platforms.base import (
     CAP_HARD_RESET,
+    CAP_POWER_CYCLE,
     GarbageRequest,
     Machine,
     MachineSpec,
@@ -141,7 +142,7 @@ class _ConsoleCopy:
 
 
 class LibvirtMachine(Machine):
-    capabilities: ClassVar[frozenset[str]] = frozenset({CAP_HARD_RESET})
+    capabilities: ClassVar[frozenset[str]] = frozenset({CAP_HARD_RESET, CAP_POWER_CYCLE})
 
     def __init__(
         self,
@@ -209,6 +210,19 @@ class LibvirtMachine(Machine):
         log.info("%s: hard reset", self.name)
         self.domain.reset(0)
 
+    def power_cycle(self) -> None:
+        """Destroy the domain (its QEMU process) and start it again: same volumes and UEFI variables, the
+        console log appended to, SSH forwarded from the port the new QEMU picks."""
+        libvirt = _libvirt()
+        log.info("%s: power cycle (domain %s destroyed and started again)", self.name, self.domain_name)
+        self.kill()
+        try:
+            self.domain.create()
+        except libvirt.libvirtError as exc:
+            raise PlatformError(f"cannot start domain {self.domain_name} on {self.uri} again: {exc}") from exc
+        self.ssh_port = _ssh_port(self.domain, PORT_TIMEOUT)
+        log.info("%s: SSH forwarded from 127.0.0.1:%d", self.name, self.ssh_port)
+
     def poweroff(self, timeout: float) -> None:
         libvirt = _libvirt()
         if not self.is_running():
@@ -250,7 +264,7 @@ class LibvirtPlatform(Platform):
     name: ClassVar[str] = "libvirt"
     # Machines of local URIs share the host's cores with the tests (admission by cores applies).
     local: ClassVar[bool] = True
-    machine_capabilities: ClassVar[frozenset[str]] = frozenset({CAP_HARD_RESET})
+    machine_capabilities: ClassVar[frozenset[str]] = frozenset({CAP_HARD_RESET, CAP_POWER_CYCLE})
 
     def __init__(self, ctx: PlatformContext) -> None:
         super().__init__(ctx)

@@ -48,8 +48,9 @@ def assert_gone(uri: str, name: str) -> None:
 
 
 def test_boot_ignition_and_ssh(pytester, hypervisors, vm_budget):
-    """One boot on the system hypervisor: Ignition applied, `core` logs in over the forwarded port; a failing
-    test of the same module keeps the console and domain XML; nothing is left on the hypervisor."""
+    """One boot on the system hypervisor: Ignition applied, `core` logs in over the forwarded port, a power
+    cycle keeps the disks; a failing test of the same module keeps the console and domain XML; nothing is
+    left on the hypervisor."""
     marker = {
         "ignition": {"version": "3.3.0"},
         "storage": {
@@ -79,6 +80,13 @@ def test_boot_ignition_and_ssh(pytester, hypervisors, vm_budget):
             domain = libvirt.open({hypervisors.system!r}).lookupByName(module_machine.vm.domain_name)
             assert domain.isActive()
 
+        def test_power_cycle_keeps_the_disks(module_machine):
+            module_machine.succeed("echo kept | sudo tee /var/lib/railyard-cycle && sync")
+            module_machine.power_cycle()
+            assert len(module_machine.boot_ids) == 2
+            assert module_machine.succeed("cat /var/lib/railyard-cycle") == "kept\\n"
+            assert module_machine.console_text().count("BdsDxe: starting") == 2
+
         def test_fails_on_purpose(module_machine):
             assert module_machine.succeed("echo actual").strip() == "expected"
         """
@@ -87,8 +95,13 @@ def test_boot_ignition_and_ssh(pytester, hypervisors, vm_budget):
         start = time.monotonic()
         result = run_inner(pytester, "--platform=libvirt", f"--libvirt-uri={hypervisors.system}")
         print(f"inner run: {time.monotonic() - start:.0f} s")
-    result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["*test_ignition_applied?libvirt-stable? PASSED*"])
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_ignition_applied?libvirt-stable? PASSED*",
+            "*test_power_cycle_keeps_the_disks?libvirt-stable? PASSED*",
+        ]
+    )
     [(uri, name)] = recorded(pytester)
     assert uri == hypervisors.system
     assert_gone(uri, name)
