@@ -202,18 +202,17 @@ class GuestMachine:
 
     def hard_reset(self, timeout: float | None = None) -> None:
         """Cut the power and start again (no clean shutdown)."""
-        old = self.boot_ids[-1] if self.boot_ids else ""
-        self.close()
-        silent_at = len(self.console_text())
-        self.vm.reset()
-        self._await_new_boot(old, timeout, silent_at=silent_at)
+        self._restart_from_host(self.vm.reset, timeout)
 
     def power_cycle(self, timeout: float | None = None) -> None:
         """Cold boot: the machine's hypervisor process stops and a new one starts on the same disks."""
+        self._restart_from_host(self.vm.power_cycle, timeout)
+
+    def _restart_from_host(self, restart: Callable[[], None], timeout: float | None) -> None:
         old = self.boot_ids[-1] if self.boot_ids else ""
         self.close()
         silent_at = len(self.console_text())
-        self.vm.power_cycle()
+        restart()
         self._await_new_boot(old, timeout, silent_at=silent_at)
 
     def wait_for_reboot(self, timeout: float | None = None) -> None:
