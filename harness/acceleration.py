@@ -16,7 +16,8 @@ from harness.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-AccelName = Literal["kvm", "tcg"]
+AccelName = Literal["kvm", "tcg", "cloud"]
+"""`kvm`/`tcg`: how a local QEMU runs guests; `cloud`: a hypervisor that is not ours (EC2, Azure)."""
 ACCEL_CHOICES = ("auto", "kvm", "tcg")
 
 # TCG is roughly ten times slower than KVM; waits are sized for the slower one.
@@ -92,6 +93,10 @@ def _read(path: str) -> str:
         return ""
 
 
+CLOUD = Acceleration("cloud", "the cloud's own hypervisor runs the machines")
+"""What cloud platforms report: nothing on the runner says how fast their machines are."""
+
+
 @dataclass(frozen=True)
 class Timeouts:
     """Default waits, in seconds, for one acceleration. Sized for KVM and scaled by the accel factor."""
@@ -112,4 +117,17 @@ class Timeouts:
             command=accel.scale(30.0),
             settle=accel.scale(12.0),
             restart=accel.scale(9.0),
+        )
+
+    @classmethod
+    def fixed(
+        cls, boot: float, reboot: float, command: float, settle: float, restart: float, given: float | None
+    ) -> Timeouts:
+        """Timeouts of a platform that knows its own (a cloud); `given` (--boot-timeout) overrides boots."""
+        return cls(
+            boot=given if given is not None else boot,
+            reboot=given if given is not None else reboot,
+            command=command,
+            settle=settle,
+            restart=restart,
         )

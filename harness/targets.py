@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from harness.errors import ConfigError
+from platforms.base import CAP_PRIVATE_NETWORK, CAPABILITIES
 
 KNOWN_FLAGS = frozenset({"no_console_check", "no_ssh_key", "no_settle"})
 
@@ -99,6 +100,7 @@ def requirements_from_marks(marks: Iterable[Mark]) -> Requirements:
             if size < 1:
                 raise ConfigError(f"@pytest.mark.cluster({size}): a cluster needs at least one machine")
             req.cluster_size = size
+            req.capabilities.add(CAP_PRIVATE_NETWORK)  # `m.private_address` must reach the other machines
         elif n == "ignition":
             req.ignition.extend(_ignition_arg(a) for a in mark.args)
         elif n == "butane":
@@ -115,6 +117,12 @@ def requirements_from_marks(marks: Iterable[Mark]) -> Requirements:
             if req.timeout <= 0:
                 raise ConfigError("@pytest.mark.timeout needs a positive number of seconds")
         elif n == "requires":
+            unknown = set(_names(mark)) - CAPABILITIES
+            if unknown:
+                raise ConfigError(
+                    f"@pytest.mark.requires: unknown capability {', '.join(sorted(unknown))}; "
+                    f"known: {', '.join(sorted(CAPABILITIES))}"
+                )
             req.capabilities |= set(_names(mark))
     return req
 

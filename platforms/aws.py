@@ -37,7 +37,7 @@ from platforms.aws_launch import (
     run_instance,
     terminate_instances,
 )
-from platforms.aws_naming import S3_PREFIX, resource_name, run_tags, utc_now
+from platforms.aws_naming import S3_PREFIX, resource_name, run_tags
 from platforms.aws_settings import AwsSettings, add_options, settings_from
 from platforms.aws_upload import Ec2SnapshotImporter, SnapshotImporter, upload_image
 from platforms.aws_userdata import ignition_version, plan_user_data, pointer_config, ssh_public_keys
@@ -45,11 +45,11 @@ from platforms.base import (
     GarbageRequest,
     Machine,
     MachineSpec,
-    Platform,
     PlatformContext,
     SSHEndpoint,
     UploadRequest,
 )
+from platforms.cloud import CloudPlatform, utc_now
 
 __all__ = ["AwsMachine", "AwsPlatform"]
 
@@ -190,10 +190,8 @@ def decode_console(output: str) -> str:
         return output
 
 
-class AwsPlatform(Platform):
+class AwsPlatform(CloudPlatform):
     name: ClassVar[str] = "aws"
-    local: ClassVar[bool] = False
-    uses_local_image: ClassVar[bool] = False
     machine_capabilities: ClassVar[frozenset[str]] = frozenset()
     # How `upload_image` turns the uploaded raw disk into a snapshot (EC2's ImportSnapshot).
     snapshot_importer: ClassVar[Callable[[AwsClients, AwsSettings], SnapshotImporter]] = Ec2SnapshotImporter

@@ -25,8 +25,9 @@ from platforms.aws_launch import (
     delete_snapshot,
     terminate_instances,
 )
-from platforms.aws_naming import S3_PREFIX, TAG_CREATED, TAG_RUN, is_old, tag_dict, utc_now
+from platforms.aws_naming import S3_PREFIX, TAG_CREATED, TAG_RUN, is_old, tag_dict
 from platforms.aws_settings import AwsSettings
+from platforms.cloud import utc_now
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2.type_defs import FilterTypeDef

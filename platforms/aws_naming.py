@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from harness.errors import ConfigError
+from platforms.cloud import iso_utc, parse_created
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2.literals import ResourceTypeType
@@ -25,26 +26,6 @@ TAG_VALUE_MAX = 256
 _TAG_UNSAFE = re.compile(r"[^\w .:/=+\-@]")
 # Prefix of every S3 key the platform writes.
 S3_PREFIX = "railyard/"
-
-
-def utc_now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
-
-
-def iso_utc(moment: datetime.datetime) -> str:
-    """`2024-05-01T12:00:00Z`: ISO-8601, UTC, whole seconds."""
-    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_created(value: str | None) -> datetime.datetime | None:
-    """The time in a `railyard-created` tag, or None when it is missing or not a time."""
-    if not value:
-        return None
-    try:
-        moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=datetime.UTC)
 
 
 def tag_value(text: str) -> str:

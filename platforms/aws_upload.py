@@ -34,10 +34,10 @@ from platforms.aws_naming import (
     tag_list,
     tag_specifications,
     tag_value,
-    utc_now,
 )
 from platforms.aws_settings import AwsSettings
 from platforms.base import UploadRequest
+from platforms.cloud import utc_now
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2.type_defs import ImportSnapshotRequestTypeDef

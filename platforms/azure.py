@@ -27,14 +27,11 @@ from platforms.azure_naming import (
     TAG_RUN,
     MachineNames,
     custom_data,
-    iso_utc,
     machine_tags,
-    parse_created,
     parse_image,
     resource_group_name,
     run_tags,
     ssh_public_keys,
-    utc_now,
     vm_name,
 )
 from platforms.azure_settings import AzureSettings, add_options, check_ssh_cidr, settings_from
@@ -43,11 +40,11 @@ from platforms.base import (
     GarbageRequest,
     Machine,
     MachineSpec,
-    Platform,
     PlatformContext,
     SSHEndpoint,
     UploadRequest,
 )
+from platforms.cloud import CloudPlatform, iso_utc, parse_created, utc_now
 
 __all__ = ["AzureMachine", "AzurePlatform"]
 
@@ -192,10 +189,8 @@ class AzureMachine(Machine):
         return f"<AzureMachine {self.name} vm={self.names.vm} ssh={self.host}>"
 
 
-class AzurePlatform(Platform):
+class AzurePlatform(CloudPlatform):
     name: ClassVar[str] = "azure"
-    local: ClassVar[bool] = False
-    uses_local_image: ClassVar[bool] = False
 
     def __init__(self, ctx: PlatformContext) -> None:
         super().__init__(ctx)

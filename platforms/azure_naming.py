@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.errors import ConfigError
+from platforms.cloud import iso_utc
 
 # Tags every resource of a run carries; `railyard gc --platform=azure` finds leaked resource groups by them.
 TAG_RUN = "railyard-run"
@@ -32,28 +33,6 @@ VM_NAME_MAX = 64
 
 DEFAULT_IMAGE = "kinvolk:flatcar-container-linux-free:{channel}:latest"
 FLATCAR_PUBLISHER = "kinvolk"
-
-
-def utc_now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
-
-
-def iso_utc(moment: datetime.datetime) -> str:
-    """`2024-05-01T12:00:00Z`: the form of the `railyard-created` tag."""
-    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_created(value: str | None) -> datetime.datetime | None:
-    """The time in a `railyard-created` tag, or None when it is missing or not an ISO-8601 time."""
-    if not value:
-        return None
-    try:
-        moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        return None  # A time without a zone cannot be compared safely; leave the group alone.
-    return moment
 
 
 def run_tags(run_id: str, created: datetime.datetime) -> dict[str, str]:

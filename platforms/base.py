@@ -17,15 +17,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from harness.acceleration import Acceleration, Timeouts
+from harness.acceleration import Acceleration, Timeouts, detect
 from harness.errors import ConfigError, PlatformError
 
 log = logging.getLogger(__name__)
 
-# Optional capabilities a test can require with @pytest.mark.requires("...").
+# Optional capabilities a test can require with @pytest.mark.requires("..."). A platform declares the ones its
+# machines have in one place, `Platform.machine_capabilities`; its machines get them when booted.
 CAP_HARD_RESET = "hard-reset"
-CAP_SNAPSHOT = "snapshot"
+"""`Machine.reset()`: the power is cut and the machine starts again at once (a warm reset)."""
 CAP_POWER_CYCLE = "power-cycle"
+"""`Machine.power_cycle()`: a cold boot on the same disks and firmware variables."""
+CAP_SNAPSHOT = "snapshot"
+"""The machine's state can be saved and restored (QEMU's savevm/loadvm)."""
+CAP_PRIVATE_NETWORK = "private-network"
+"""Machines booted together share a network on which `GuestMachine.private_address` reaches each other."""
+CAP_HOST_SERVICES = "host-services"
+"""A service the tests start on the host (the Omaha server) is reachable from the guest."""
+CAPABILITIES = frozenset(
+    {CAP_HARD_RESET, CAP_POWER_CYCLE, CAP_SNAPSHOT, CAP_PRIVATE_NETWORK, CAP_HOST_SERVICES}
+)
 
 
 @dataclass(frozen=True)
@@ -110,10 +121,10 @@ class UploadRequest:
 class Machine(ABC):
     """One instance booted by a platform."""
 
-    capabilities: ClassVar[frozenset[str]] = frozenset()
-
     def __init__(self, spec: MachineSpec) -> None:
         self.spec = spec
+        self.capabilities: frozenset[str] = frozenset()
+        """What this machine can do (CAP_*): its platform's `machine_capabilities`, set by `Platform.boot`."""
 
     @property
     def name(self) -> str:
@@ -158,6 +169,12 @@ class Machine(ABC):
         """Extra files (name -> text) worth keeping with the test's artifacts, e.g. the command line."""
         return {}
 
+    def disk_path(self) -> Path | None:
+        """The machine's own writable disk as a file on this host (an overlay of the image), which the
+        harness reads after the machine stops (its journal, when SSH never came); None where the disk is not
+        on this host."""
+        return None
+
     def diagnose(self) -> str:
         """What the hypervisor can tell about a machine that seems stuck (run state, CPU registers)."""
         return ""
@@ -173,8 +190,20 @@ class Platform(ABC):
     # Whether machines boot a local disk image (the default image is built for them when no --image is given).
     # Cloud platforms boot an image registered with the cloud and leave MachineSpec.image unused.
     uses_local_image: ClassVar[bool] = True
-    # Capabilities every machine of this platform has (see CAP_*), for @pytest.mark.requires.
+    # Capabilities every machine of this platform has (see CAP_*), for @pytest.mark.requires: the one place
+    # a platform says what its machines can do.
     machine_capabilities: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def acceleration(cls, requested: str) -> Acceleration:
+        """How this platform's machines are accelerated. Local platforms detect KVM/TCG on this host
+        (`requested` is --qemu-accel); a cloud's machines do not run here, so it overrides this."""
+        return detect(requested)
+
+    @classmethod
+    def default_timeouts(cls, accel: Acceleration, boot: float | None) -> Timeouts:
+        """This platform's waits: scaled by acceleration here, fixed by a cloud. `boot` is --boot-timeout."""
+        return Timeouts.for_acceleration(accel, boot=boot)
 
     def __init__(self, ctx: PlatformContext) -> None:
         self.ctx = ctx
@@ -191,6 +220,13 @@ class Platform(ABC):
         raise ConfigError(f"platform {cls.name!r} has nothing to collect")
 
     @classmethod
+    def collect_leftovers(cls, request: GarbageRequest) -> list[str]:
+        """At the end of a run, in its main process: delete what the run's own processes left when they were
+        killed (an xdist worker ended by SIGKILL cannot clean up). Local platforms find such machines by
+        their dead owner; a cloud's leftovers wait for `railyard gc`. Returns a line per thing deleted."""
+        return []
+
+    @classmethod
     def upload_image(cls, request: UploadRequest) -> str:
         """Upload a local disk image and register it; returns the platform's id of the new image."""
         raise ConfigError(f"platform {cls.name!r} cannot upload images")
@@ -201,6 +237,7 @@ class Platform(ABC):
     def boot(self, spec: MachineSpec) -> Machine:
         """Start a machine; returns once it is started (not yet reachable). Registered for cleanup."""
         machine = self._boot(spec)
+        machine.capabilities = self.machine_capabilities
         with self._lock:
             self._machines.append(machine)
         return machine

@@ -26,7 +26,9 @@ from typing import Any, ClassVar
 from harness.errors import BootError, ConfigError, PlatformError
 from platforms.base import (
     CAP_HARD_RESET,
+    CAP_HOST_SERVICES,
     CAP_POWER_CYCLE,
+    CAP_PRIVATE_NETWORK,
     GarbageRequest,
     Machine,
     MachineSpec,
@@ -142,8 +144,6 @@ class _ConsoleCopy:
 
 
 class LibvirtMachine(Machine):
-    capabilities: ClassVar[frozenset[str]] = frozenset({CAP_HARD_RESET, CAP_POWER_CYCLE})
-
     def __init__(
         self,
         spec: MachineSpec,
@@ -264,7 +264,9 @@ class LibvirtPlatform(Platform):
     name: ClassVar[str] = "libvirt"
     # Machines of local URIs share the host's cores with the tests (admission by cores applies).
     local: ClassVar[bool] = True
-    machine_capabilities: ClassVar[frozenset[str]] = frozenset({CAP_HARD_RESET, CAP_POWER_CYCLE})
+    machine_capabilities: ClassVar[frozenset[str]] = frozenset(
+        {CAP_HARD_RESET, CAP_POWER_CYCLE, CAP_PRIVATE_NETWORK, CAP_HOST_SERVICES}
+    )
 
     def __init__(self, ctx: PlatformContext) -> None:
         super().__init__(ctx)
@@ -287,6 +289,10 @@ class LibvirtPlatform(Platform):
             help=f"storage pool for disks and logs on each hypervisor, created as a directory pool if missing "
             f"(default: {DEFAULT_POOL})",
         )  # fmt: skip
+
+    @classmethod
+    def collect_leftovers(cls, request: GarbageRequest) -> list[str]:
+        return cls.collect_garbage(request)
 
     @classmethod
     def collect_garbage(cls, request: GarbageRequest) -> list[str]:

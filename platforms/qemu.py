@@ -26,7 +26,9 @@ from harness.errors import BootError, ConfigError, ImageError, PlatformError
 from harness.qmp import QMPClient
 from platforms.base import (
     CAP_HARD_RESET,
+    CAP_HOST_SERVICES,
     CAP_POWER_CYCLE,
+    CAP_PRIVATE_NETWORK,
     CAP_SNAPSHOT,
     GarbageRequest,
     Machine,
@@ -55,6 +57,7 @@ from platforms.qemu_process import (
     gc_socket_dirs,
     gc_stale_runtime,
     remove_runtime,
+    stale_runtime_dirs,
     write_owner,
 )
 
@@ -72,8 +75,6 @@ Launched = tuple[subprocess.Popen[bytes], QMPClient, int]
 
 
 class QemuMachine(Machine):
-    capabilities: ClassVar[frozenset[str]] = frozenset({CAP_HARD_RESET, CAP_POWER_CYCLE, CAP_SNAPSHOT})
-
     def __init__(
         self,
         spec: MachineSpec,
@@ -104,6 +105,9 @@ class QemuMachine(Machine):
 
     def is_running(self) -> bool:
         return self.process.poll() is None
+
+    def disk_path(self) -> Path | None:
+        return self.paths.overlay if self.paths.overlay.exists() else None
 
     def _require_running(self, action: str) -> None:
         if not self.is_running():
@@ -206,6 +210,9 @@ class QemuMachine(Machine):
 class QemuPlatform(Platform):
     name: ClassVar[str] = "qemu"
     local: ClassVar[bool] = True
+    machine_capabilities: ClassVar[frozenset[str]] = frozenset(
+        {CAP_HARD_RESET, CAP_POWER_CYCLE, CAP_SNAPSHOT, CAP_PRIVATE_NETWORK, CAP_HOST_SERVICES}
+    )
 
     def __init__(self, ctx: PlatformContext) -> None:
         super().__init__(ctx)
@@ -214,13 +221,17 @@ class QemuPlatform(Platform):
         self.die_with_parent = not ctx.options.get("keep_on_failure")
 
     @classmethod
+    def collect_leftovers(cls, request: GarbageRequest) -> list[str]:
+        return cls.collect_garbage(request)
+
+    @classmethod
     def collect_garbage(cls, request: GarbageRequest) -> list[str]:
         """Machines whose owning pytest process is gone: kill their QEMU, delete overlay disk and sockets.
 
         Liveness decides, not age: a runtime dir of a run still going is never touched.
         """
         if request.dry_run:
-            return [f"would check {request.output_root} for machines of runs that are gone"]
+            return [f"would remove {path}" for path in stale_runtime_dirs(request.output_root)]
         return [f"removed {path}" for path in gc_stale_runtime(request.output_root)]
 
     @classmethod

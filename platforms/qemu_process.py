@@ -200,16 +200,19 @@ def is_stale(runtime_dir: Path) -> bool:
     return not pid_alive(owner)
 
 
+def stale_runtime_dirs(root: Path) -> list[Path]:
+    """The runtime dirs under `root` whose owner process is gone."""
+    if not root.is_dir():
+        return []
+    return [entry for entry in find_runtime_dirs(root) if is_stale(entry)]
+
+
 def gc_stale_runtime(root: Path) -> list[Path]:
     """Remove the runtime dirs under `root` (overlay disk, UEFI vars, QMP socket) whose owner process is gone,
     killing a QEMU still running from one. Dirs of a live owner (another worker, another run) stay.
     Returns the dirs removed. The artifacts next to them (console, logs) are left alone."""
     removed: list[Path] = []
-    if not root.is_dir():
-        return removed
-    for entry in find_runtime_dirs(root):
-        if not is_stale(entry):
-            continue
+    for entry in stale_runtime_dirs(root):
         qemu = _read_pid(entry / QEMU_PIDFILE)
         if qemu is not None and pid_alive(qemu) and str(entry) in _cmdline(qemu):
             log.warning("killing orphaned QEMU pid %d of %s (its owner is gone)", qemu, entry)

@@ -18,7 +18,10 @@ from harness.omaha_protocol import (
 )
 from harness.update_fixtures import BadPayload
 
-pytestmark = pytest.mark.channels("alpha", "beta", "stable", "lts")
+pytestmark = [
+    pytest.mark.channels("alpha", "beta", "stable", "lts"),
+    pytest.mark.requires("host-services"),  # the guest downloads from the tests' Omaha server
+]
 
 # How long the agent may take to report after a boot (it waits for boot-complete.target first).
 REPORT_TIMEOUT = 300.0

@@ -8,6 +8,7 @@ import pytest
 
 from platforms.aws_naming import TAG_CREATED, TAG_RUN
 from platforms.base import GarbageRequest
+from platforms.cloud import iso_utc, utc_now
 from tests.aws.conftest import BUCKET, RUN_ID, ignition_json, platform_context
 from tests.aws.test_aws_launch import BIG
 
@@ -94,7 +95,6 @@ def test_untagged_and_unreadable_resources_are_never_touched(aws, aws_options):
 
 
 def test_old_tag_is_deleted_young_tag_is_kept_at_the_default_age(aws, aws_options):
-    from platforms.aws_naming import iso_utc, utc_now
 
     def tags(created):
         return [

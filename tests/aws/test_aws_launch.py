@@ -12,8 +12,9 @@ import pytest
 
 from harness.errors import BootError, ConfigError, PlatformError
 from harness.ignition import validate
-from platforms.aws_naming import TAG_CREATED, TAG_RUN, TAG_TEST, parse_created, tag_dict
+from platforms.aws_naming import TAG_CREATED, TAG_RUN, TAG_TEST, tag_dict
 from platforms.aws_userdata import USER_DATA_LIMIT
+from platforms.cloud import parse_created
 from tests.aws.conftest import BUCKET, RUN_ID, SSH_CIDR, SSH_KEY, ignition_json
 
 BIG = USER_DATA_LIMIT + 1000
@@ -231,14 +232,19 @@ def test_machine_power_and_console(aws, make_platform, make_spec):
     assert aws.live_instances() == []
 
 
-def test_no_hard_reset_capability():
-    from platforms.aws import AwsMachine, AwsPlatform
+def test_no_hard_reset_capability_and_the_clouds_own_timeouts():
+    from harness.acceleration import Acceleration
+    from platforms.aws import AwsPlatform
     from platforms.base import CAP_HARD_RESET
 
     assert CAP_HARD_RESET not in AwsPlatform.machine_capabilities
-    assert CAP_HARD_RESET not in AwsMachine.capabilities
     assert AwsPlatform.uses_local_image is False
     assert AwsPlatform.local is False
+    # Not detected on the runner: a runner without KVM does not make cloud waits ten times longer.
+    assert AwsPlatform.acceleration("auto").name == "cloud"
+    timeouts = AwsPlatform.default_timeouts(AwsPlatform.acceleration("auto"), None)
+    assert timeouts == AwsPlatform.default_timeouts(Acceleration("tcg", "runner"), None)
+    assert AwsPlatform.default_timeouts(AwsPlatform.acceleration("auto"), 42.0).boot == 42.0
 
 
 def test_ami_is_found_by_channel(aws, make_platform, make_spec):

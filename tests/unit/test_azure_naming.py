@@ -21,7 +21,6 @@ from platforms.azure_naming import (
     MarketplaceImage,
     custom_data,
     machine_tags,
-    parse_created,
     parse_image,
     resource_group_name,
     run_tags,
@@ -30,6 +29,7 @@ from platforms.azure_naming import (
 )
 from platforms.azure_settings import check_ssh_cidr, settings_from
 from platforms.azure_vhd import MIB, aligned_size, vhd_commands
+from platforms.cloud import parse_created
 
 
 def test_marketplace_urn_with_channel():

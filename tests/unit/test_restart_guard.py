@@ -16,11 +16,10 @@ from platforms.base import CAP_HARD_RESET, CAP_POWER_CYCLE, Machine, MachineSpec
 
 
 class FakeVM(Machine):
-    capabilities = frozenset({CAP_HARD_RESET})
-
     def __init__(self, workdir: Path) -> None:
         super().__init__(MachineSpec(name="m", image=workdir / "i", ignition="{}", ignition_fw_cfg="x",
                                      workdir=workdir))  # fmt: skip
+        self.capabilities = frozenset({CAP_HARD_RESET})
         self.resets = 0
         self.cycles = 0
         self.port = 1

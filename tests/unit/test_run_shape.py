@@ -17,7 +17,7 @@ def test_probe(railyard_run):
     [
         (["--qemu-accel=tcg"], "SHAPE tcg 1 True"),  # one host core per machine, held for its life
         (["--qemu-accel=tcg", "--qemu-cpus=3"], "SHAPE tcg 3 True"),
-        (["--platform=aws", "--qemu-accel=tcg", "--qemu-cpus=3"], "SHAPE tcg 2 False"),  # not a local VM
+        (["--platform=aws", "--qemu-accel=tcg", "--qemu-cpus=3"], "SHAPE cloud 2 False"),  # not run here
     ],
 )
 def test_machine_shape(pytester, args, shape):

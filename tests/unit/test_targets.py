@@ -84,3 +84,27 @@ def test_channels_for():
 
 def test_target_id_is_readable():
     assert QEMU_STABLE.id == "qemu-stable"
+
+
+def test_unknown_capability_is_an_error():
+    with pytest.raises(ConfigError, match="unknown capability power-cycel"):
+        requirements_from_marks([M("requires", ("power-cycel",))])
+
+
+def test_a_cluster_needs_a_private_network():
+    req = requirements_from_marks([M("cluster", (2,))])
+    assert "private-network" in req.capabilities
+    assert skip_reason(req, Target("aws", "stable", "flatcar", "1.0.0"), frozenset()) == (
+        "needs machine capabilities private-network, which aws lacks"
+    )
+
+
+@pytest.mark.parametrize("name", ["qemu", "libvirt", "aws", "azure"])
+def test_each_platform_declares_its_machines_capabilities_once(name):
+    from harness.registry import load_platform
+    from platforms.base import CAP_HARD_RESET, CAP_POWER_CYCLE, CAPABILITIES
+
+    platform = load_platform(name)
+    assert platform.machine_capabilities <= CAPABILITIES
+    local = name in ("qemu", "libvirt")
+    assert ({CAP_HARD_RESET, CAP_POWER_CYCLE} <= platform.machine_capabilities) == local
