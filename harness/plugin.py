@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -106,7 +107,33 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 pytest_plugins = ["harness.update_fixtures"]
 
 
+# How CI systems and terminals end a run besides Ctrl-C: each ends it the same way, with every machine destroyed.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _stop_on_signal(signum: int, frame: Any) -> None:
+    """The first SIGTERM/SIGHUP interrupts the run like Ctrl-C (pytest then tears everything down); later
+    ones are ignored, so that the cleanup they would cut short finishes. SIGKILL still ends it at once."""
+    name = signal.Signals(signum).name
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _cleanup_in_progress)
+    raise KeyboardInterrupt(f"{name} received: stopping the run and destroying its machines")
+
+
+def _cleanup_in_progress(signum: int, frame: Any) -> None:
+    log.warning("%s received while the run cleans up; ignored", signal.Signals(signum).name)
+
+
+def _install_stop_signals() -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in STOP_SIGNALS:
+        if signal.getsignal(sig) in (signal.SIG_DFL, None):
+            signal.signal(sig, _stop_on_signal)
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    _install_stop_signals()
     for signature, doc in MARKERS.items():
         config.addinivalue_line("markers", f"{signature}: {doc}")
     try:
@@ -115,9 +142,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from exc
     config.stash[RUN_KEY] = run
     workerinput = getattr(config, "workerinput", None)
-    if workerinput is None:
-        run.prepare_output_dir()
-    elif workerinput.get("railyard_loadgroup"):
+    if workerinput is not None and workerinput.get("railyard_loadgroup"):
         # A worker parses the command line anew (`-n 2` alone means `load` there): it must still name its
         # items by group, or the controller's loadgroup scheduler sees every test as a group of its own.
         config.option.loadgroup = True

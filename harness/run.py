@@ -16,14 +16,14 @@ from typing import Any
 
 import pytest
 
-from harness.acceleration import Acceleration, Timeouts, detect
+from harness.acceleration import Acceleration, Timeouts
 from harness.admission import BootSlots
 from harness.distros import Distro, get_distro
-from harness.errors import ConfigError
+from harness.errors import ConfigError, RailyardError
 from harness.registry import load_platform
 from harness.ssh import KeyPair, generate_keypair
 from images.metadata import ImageMetadata, read_metadata
-from platforms.base import Platform, PlatformContext
+from platforms.base import GarbageRequest, Platform, PlatformContext
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,8 @@ class Run:
         self.config = config
         self.platform_name: str = _opt(config, "railyard_platform")
         self.platform_cls: type[Platform] = load_platform(self.platform_name)
-        self.accel: Acceleration = detect(_opt(config, "qemu_accel"))
-        self.timeouts = Timeouts.for_acceleration(self.accel, boot=_opt(config, "boot_timeout"))
+        self.accel: Acceleration = self.platform_cls.acceleration(_opt(config, "qemu_accel"))
+        self.timeouts: Timeouts = self.platform_cls.default_timeouts(self.accel, _opt(config, "boot_timeout"))
         self.keep_on_failure: bool = _opt(config, "keep_on_failure")
         self.keep_artifacts: bool = _opt(config, "keep_artifacts")
         self.run_channels: list[str] | None = _opt(config, "railyard_channels")
@@ -91,17 +91,29 @@ class Run:
         self._platform: Platform | None = None
         self._platform_lock = threading.Lock()  # machines of one factory boot from several threads
         self.kept_machines: list[str] = []
+        self._output_prepared = False
 
     def prepare_output_dir(self) -> None:
-        """Create the output dir and the `<platform>-latest` link (controller only)."""
+        """Create the output dir and point `<platform>-latest` at it, once per process.
+
+        Called when the run first needs it (a platform to boot on, an SSH key), never at start-up: a run
+        that boots nothing (`--co`, `--help`, every test skipped) leaves `_railyard/` as it was.
+        """
+        if self._output_prepared:
+            return
+        self._output_prepared = True
         self.output_dir.mkdir(parents=True, exist_ok=True)
         latest = self.output_dir.parent / f"{self.platform_name}-latest"
+        if latest.is_symlink() and os.readlink(latest) == self.output_dir.name:
+            return
+        temporary = latest.with_name(f".{latest.name}.{os.getpid()}")
         try:
-            if latest.is_symlink() or latest.exists():
-                latest.unlink()
-            latest.symlink_to(self.output_dir.name)
+            temporary.unlink(missing_ok=True)
+            temporary.symlink_to(self.output_dir.name)
+            os.replace(temporary, latest)  # atomic: readers see the old run or this one
         except OSError as exc:
             log.debug("could not update %s: %s", latest, exc)
+            temporary.unlink(missing_ok=True)
 
     # -- images ---------------------------------------------------------------------------------------
 
@@ -148,6 +160,7 @@ class Run:
     def platform(self) -> Platform:
         with self._platform_lock:
             if self._platform is None:
+                self.prepare_output_dir()
                 options = {k: v for k, v in vars(self.config.option).items()}
                 ctx = PlatformContext(
                     run_id=self.run_id,
@@ -163,6 +176,7 @@ class Run:
 
     @cached_property
     def keypair(self) -> KeyPair:
+        self.prepare_output_dir()
         directory = self.output_dir / "keys" / self.worker
         directory.mkdir(parents=True, exist_ok=True)
         return generate_keypair(directory)
@@ -201,13 +215,28 @@ class Run:
         )
 
     def close(self) -> None:
-        if self._platform is not None:
-            self._platform.close()
-            self._platform = None
+        try:
+            if self._platform is not None:
+                self._platform.close()
+                self._platform = None
+        finally:
+            if self.worker == "main" and self.output_dir.is_dir():
+                self._collect_leftovers()
         if "keypair" in self.__dict__ and not self.kept_machines:
             shutil.rmtree(self.output_dir / "keys" / self.worker, ignore_errors=True)
             with contextlib.suppress(OSError):
                 (self.output_dir / "keys").rmdir()
+
+    def _collect_leftovers(self) -> None:
+        """Machines of this run's killed workers (their QEMU died with them; their disks did not)."""
+        request = GarbageRequest(
+            options=dict(vars(self.config.option)), older_than=None, output_root=self.output_dir
+        )
+        try:
+            for line in self.platform_cls.collect_leftovers(request):
+                log.warning("left by a killed process of this run: %s", line)
+        except RailyardError as exc:
+            log.warning("could not collect what killed processes of this run left: %s", exc)
 
 
 def _check_image(path: Path) -> Path:

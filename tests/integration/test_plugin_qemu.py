@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -119,23 +120,43 @@ def test_timeout_leaves_nothing_behind(pytester):
     assert leftover_disks(out) == []
 
 
-def test_ctrl_c_during_boot_leaves_nothing_behind(pytester):
-    pytester.makepyfile(test_boot="def test_boot(machine):\n    pass\n")
-    out = pytester.path / "out"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--output-dir", str(out), "test_boot.py"],
+def start_inner(pytester, out, *args):
+    return subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--output-dir", str(out), *args],
         cwd=pytester.path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+
+
+def wait_for_qemu(proc, out):
+    deadline = time.monotonic() + 3600  # under TCG it may wait for other tests' machines to end
+    while not (found := qemu_processes_under(out)):
+        assert proc.poll() is None, proc.communicate()[0].decode()
+        assert time.monotonic() < deadline, "no machine started"
+        time.sleep(0.5)
+    return found
+
+
+def wait_until_gone(out, seconds):
+    deadline = time.monotonic() + seconds
+    while qemu_processes_under(out) or leftover_disks(out):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_run_stopped_mid_boot_leaves_nothing_behind(pytester, sig):
+    """Ctrl-C, a CI system's cancel (SIGTERM) and a closed terminal (SIGHUP) all end a run cleanly."""
+    pytester.makepyfile(test_boot="def test_boot(machine):\n    pass\n")
+    out = pytester.path / "out"
+    proc = start_inner(pytester, out, "test_boot.py")
     try:
-        deadline = time.monotonic() + 3600  # under TCG it may wait for other tests' machines to end
-        while not qemu_processes_under(out):
-            assert proc.poll() is None, proc.communicate()[0].decode()
-            assert time.monotonic() < deadline, "no machine started"
-            time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
+        wait_for_qemu(proc, out)
+        proc.send_signal(sig)
         output = proc.communicate(timeout=120)[0].decode()
     finally:
         if proc.poll() is None:
@@ -143,3 +164,21 @@ def test_ctrl_c_during_boot_leaves_nothing_behind(pytester):
     assert proc.returncode == pytest.ExitCode.INTERRUPTED, output
     assert qemu_processes_under(out) == []
     assert leftover_disks(out) == []
+
+
+def test_a_killed_worker_leaves_nothing_behind(pytester):
+    """SIGKILL to an xdist worker mid-boot: its QEMU dies with it, and the run removes its disks."""
+    pytester.makepyfile(test_boot="def test_boot(machine):\n    pass\n")
+    out = pytester.path / "out"
+    proc = start_inner(pytester, out, "-n", "1", "test_boot.py")
+    try:
+        [line] = wait_for_qemu(proc, out)
+        qemu_pid = int(line.split()[0])
+        worker = int(Path(f"/proc/{qemu_pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        os.kill(worker, signal.SIGKILL)
+        output = proc.communicate(timeout=300)[0].decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "crashed" in output or "replacing crashed worker" in output, output
+    assert wait_until_gone(out, 30), (qemu_processes_under(out), leftover_disks(out), output)
