@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 from harness.admission import BootSlot
 from harness.consolecheck import ConsoleMatch, scan
+from harness.disk_journal import read_journal
 from harness.distros.os import updates_off_ignition
 from harness.errors import BootError, ConfigError, RailyardError
 from harness.ignition import merge, translate_butane, validate
@@ -194,6 +195,8 @@ class MachineFactory:
             config = merge(config, private_net_ignition(net, name, self.image.distro.ignition_version))
         rendered = json.dumps(config, indent=2)
         (workdir / "ignition.json").write_text(rendered + "\n")
+        if self.image.metadata is not None:  # what the image was built from (kernel, systemd, Ignition...)
+            (workdir / "image.json").write_text(json.dumps(self.image.metadata.to_dict(), indent=2) + "\n")
         distro = self.image.distro
         spec = MachineSpec(
             name=name,
@@ -274,6 +277,22 @@ class MachineFactory:
         watch.journal_parts.append(text)
         return text
 
+    def _journal_from_disk(self, guest: GuestMachine, watch: _Watch) -> list[str]:
+        """Stop a machine whose journal SSH could not read and read it from the machine's own disk."""
+        disk = guest.vm.disk_path()
+        if disk is None:
+            return []
+        guest.close()
+        try:
+            guest.vm.kill()
+            text = read_journal(disk)
+        except RailyardError as exc:
+            note = f"{guest.name}: no journal over SSH, nor from its disk: {exc}"
+            log.warning("%s", note)
+            return [note]
+        watch.journal_parts.append(f"-- read from the disk of {guest.name} after it stopped --\n{text}")
+        return [f"{guest.name}: SSH did not answer; its journal was read from its disk into journal.txt"]
+
     def finish(self, failed: bool) -> list[str]:
         """Write artifacts, then destroy the machines (or keep them on failure if asked). Returns notes."""
         try:
@@ -291,6 +310,9 @@ class MachineFactory:
             watch = self._watch[guest.name]
             if failed and not watch.journal_parts:
                 self._fetch_journal(guest, watch)
+            keep = failed and self.run.keep_on_failure
+            if failed and not watch.journal_parts and not keep:
+                notes += self._journal_from_disk(guest, watch)
             if watch.journal_parts:
                 (workdir / "journal.txt").write_text("\n".join(watch.journal_parts) + "\n")
             for fname, text in guest.vm.artifacts().items():

@@ -40,6 +40,7 @@ from images.tree import (
     extract_rootfs,
     initramfs_inputs_hash,
     install_dracut_inputs,
+    installed_packages,
     prune_modules,
     split_usr,
 )
@@ -328,6 +329,7 @@ def _build_image_locked(
     workdir = Path(tempfile.mkdtemp(prefix="build-", dir=cache_dir / "tmp"))
     try:
         tree = _prepare_tree(workdir, cache_dir, channel, version, key, force, stages)
+        packages = installed_packages(tree.root)
         with stages.stage("filesystems"):
             usr_dir = split_usr(tree, workdir / "usr")
             usr_content = directory_bytes(usr_dir)
@@ -382,6 +384,7 @@ def _build_image_locked(
             partitions={p.label: p.size_mib for p in layout.partitions},
             built_at=datetime.now(UTC).isoformat(timespec="seconds"),
             build_seconds=dict(stages.seconds),
+            packages=packages,
         )
         meta_tmp = workdir / "disk.json"
         write_metadata(meta_tmp, meta)

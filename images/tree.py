@@ -180,6 +180,31 @@ def extract_rootfs(tarball: Path, dest: Path) -> PreparedTree:
     return tree
 
 
+def installed_packages(root: Path) -> dict[str, str]:
+    """The Debian packages installed in a root tree (name -> version), read from dpkg's status file: the
+    image's package manifest, which ties a change in behaviour to what changed in the archive."""
+    status = root / "var" / "lib" / "dpkg" / "status"
+    try:
+        text = status.read_text(errors="replace")
+    except OSError as exc:
+        raise ImageError(f"cannot read the package list of the root file system: {exc}") from exc
+    return parse_dpkg_status(text)
+
+
+def parse_dpkg_status(text: str) -> dict[str, str]:
+    """name -> version of the packages a dpkg status file says are installed."""
+    packages: dict[str, str] = {}
+    for stanza in text.split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in stanza.splitlines():
+            key, sep, value = line.partition(":")
+            if sep and not line[:1].isspace():
+                fields[key] = value.strip()
+        if fields.get("Status", "").endswith(" installed") and "Package" in fields:
+            packages[fields["Package"]] = fields.get("Version", "")
+    return dict(sorted(packages.items()))
+
+
 def prune_modules(tree: PreparedTree) -> None:
     kernel_dir = tree.module_dir / "kernel"
     for rel in PRUNED_MODULE_DIRS:

@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 
+from harness.disk_journal import read_journal
 from harness.ignition import IgnitionConfig
 from harness.ssh import SSHConnection, generate_keypair
 
@@ -38,6 +39,16 @@ def test_ignition_adds_user_with_key_and_writes_file(machine_factory, tester_key
     text = dump.read_text()
     assert "# info registers -a" in text
     assert "CR0=" in text
+
+    # A stopped machine's journal, read from its own disk on the host (how a boot that never answered SSH
+    # is diagnosed): it holds what this boot logged.
+    marker = f"railyard-disk-journal-{machine.boot_ids[-1]}"
+    machine.succeed(f"logger -t railyard-test {marker} && sudo journalctl --sync")
+    machine.close()
+    machine.vm.kill()
+    journal = read_journal(machine.vm.disk_path())
+    assert marker in journal
+    assert "Reached target multi-user.target" in journal or "Reached target Multi-User System" in journal
 
 
 def test_copy_of_usr_a_boots_from_usr_b_after_a_trial(machine):
