@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import logging
 import shlex
+import threading
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,39 @@ if TYPE_CHECKING:
     from platforms.base import Machine
 
 log = logging.getLogger(__name__)
+
+_depth = threading.local()
+
+
+@contextmanager
+def step(machine: str, what: str) -> Iterator[None]:
+    """Log one call of the machine API as a timed step, nested under the call that made it:
+
+        m1: reboot
+          m1: succeed 'cat /proc/sys/kernel/random/boot_id' (0.2 s)
+        m1: reboot (48.1 s)
+
+    Visible with `-o log_cli=true --log-cli-level=INFO`, and in a failing test's captured log.
+    """
+    depth = getattr(_depth, "value", 0)
+    indent = "  " * depth
+    started = time.monotonic()
+    _depth.value = depth + 1
+    try:
+        yield
+    except BaseException as exc:
+        log.info("%s%s: %s failed after %.1f s: %s", indent, machine, what, time.monotonic() - started,
+                 type(exc).__name__)  # fmt: skip
+        raise
+    finally:
+        _depth.value = depth
+    log.info("%s%s: %s (%.1f s)", indent, machine, what, time.monotonic() - started)
+
+
+def _quoted(command: str, limit: int = 120) -> str:
+    text = command if len(command) <= limit else command[: limit - 3] + "..."
+    return repr(text)
+
 
 # Admits a boot (see harness.admission): where slots are held only while booting, reboots wait for one too.
 BootGate = Callable[[], AbstractContextManager[Any]]
@@ -80,7 +114,15 @@ class GuestMachine:
     # -- connection and boot -------------------------------------------------------------------------
 
     def wait_for_ssh(self, timeout: float | None = None) -> None:
-        """Wait until the guest's sshd answers and a session opens; records the boot id."""
+        """Wait until the guest's sshd answers and a session opens, and record the boot id.
+
+        Default timeout: `timeouts.boot` (scaled by acceleration). Raises WaitTimeout when SSH does not
+        answer in time, BootError when the machine stops running meanwhile.
+        """
+        with step(self.name, "wait for SSH"):
+            self._wait_for_ssh(timeout)
+
+    def _wait_for_ssh(self, timeout: float | None) -> None:
         timeout = timeout if timeout is not None else self.timeouts.boot
         deadline = time.monotonic() + timeout
         ep = self.vm.ssh_endpoint
@@ -106,11 +148,13 @@ class GuestMachine:
         return self._ssh
 
     def close(self) -> None:
+        """Close the SSH connection (the next command opens a new one). Never raises."""
         if self._ssh is not None:
             self._ssh.close()
             self._ssh = None
 
     def boot_id(self) -> str:
+        """The kernel's id of the current boot (`/proc/sys/kernel/random/boot_id`). Raises like `succeed`."""
         return self.succeed("cat /proc/sys/kernel/random/boot_id").strip()
 
     # -- commands -------------------------------------------------------------------------------------
@@ -118,48 +162,82 @@ class GuestMachine:
     def execute(
         self, command: str, timeout: float | None = None, stdin: bytes | None = None
     ) -> CommandResult:
-        """Run a shell command; never raises for a non-zero exit status."""
+        """Run a shell command as the default user; return its `CommandResult(status, stdout, stderr)`.
+
+        Default timeout: `timeouts.command`. Never raises for a non-zero exit status; raises SSHError when
+        the connection fails and WaitTimeout when the command outlives its timeout.
+        """
         timeout = timeout if timeout is not None else self.timeouts.command
-        log.debug("%s$ %s", self.name, command)
-        return self._connection().run(command, timeout=timeout, stdin=stdin)
+        with step(self.name, f"execute {_quoted(command)}"):
+            return self._connection().run(command, timeout=timeout, stdin=stdin)
 
     def succeed(self, command: str, timeout: float | None = None, stdin: bytes | None = None) -> str:
-        """Run a command that must exit 0; returns its stdout."""
-        result = self.execute(command, timeout=timeout, stdin=stdin)
-        if result.status != 0:
-            raise CommandError(command, result.status, result.stdout, result.stderr, self.name)
-        return result.stdout
+        """Run a command that must exit 0; return its stdout.
 
-    def fail(self, command: str, timeout: float | None = None) -> str:
-        """Run a command that must exit non-zero; returns its stderr."""
-        result = self.execute(command, timeout=timeout)
-        if result.status == 0:
-            raise CommandError(command, 0, result.stdout, result.stderr + "\n(expected to fail)", self.name)
-        return result.stderr
-
-    def wait_until_succeeds(self, command: str, timeout: float | None = None) -> str:
-        """Poll a command until it exits 0; returns its stdout."""
-        timeout = timeout if timeout is not None else self.timeouts.command
-
-        def attempt() -> str | None:
-            result = self.execute(command, timeout=timeout)
+        Default timeout: `timeouts.command`. Raises CommandError (with the exit status, stdout and stderr)
+        when it exits non-zero, and what `execute` raises.
+        """
+        with step(self.name, f"succeed {_quoted(command)}"):
+            result = self._run(command, timeout, stdin)
             if result.status != 0:
                 raise CommandError(command, result.status, result.stdout, result.stderr, self.name)
             return result.stdout
 
-        return poll(attempt, timeout=timeout, what=f"`{command}` to succeed on {self.name}")
+    def _run(self, command: str, timeout: float | None, stdin: bytes | None = None) -> CommandResult:
+        timeout = timeout if timeout is not None else self.timeouts.command
+        return self._connection().run(command, timeout=timeout, stdin=stdin)
 
-    def wait_until_fails(self, command: str, timeout: float | None = None) -> str:
+    def fail(self, command: str, timeout: float | None = None) -> str:
+        """Run a command that must exit non-zero; return its stderr.
+
+        Default timeout: `timeouts.command`. Raises CommandError when it exits 0, and what `execute` raises.
+        """
+        with step(self.name, f"fail {_quoted(command)}"):
+            result = self._run(command, timeout)
+            if result.status == 0:
+                raise CommandError(
+                    command, 0, result.stdout, result.stderr + "\n(expected to fail)", self.name
+                )
+            return result.stderr
+
+    def wait_until_succeeds(self, command: str, timeout: float | None = None) -> str:
+        """Run a command until it exits 0 (polling, never sleeping on a guess); return its stdout.
+
+        Default timeout: `timeouts.command`, for all attempts together. Raises WaitTimeout naming the last
+        failure when it never succeeds.
+        """
         timeout = timeout if timeout is not None else self.timeouts.command
 
         def attempt() -> str | None:
-            result = self.execute(command, timeout=timeout)
+            result = self._run(command, timeout)
+            if result.status != 0:
+                raise CommandError(command, result.status, result.stdout, result.stderr, self.name)
+            return result.stdout
+
+        with step(self.name, f"wait until {_quoted(command)} succeeds"):
+            return poll(attempt, timeout=timeout, what=f"`{command}` to succeed on {self.name}")
+
+    def wait_until_fails(self, command: str, timeout: float | None = None) -> str:
+        """Run a command until it exits non-zero; return its stderr.
+
+        Default timeout: `timeouts.command`, for all attempts together. Raises WaitTimeout when it keeps
+        succeeding.
+        """
+        timeout = timeout if timeout is not None else self.timeouts.command
+
+        def attempt() -> str | None:
+            result = self._run(command, timeout)
             return result.stderr if result.status != 0 else None
 
-        return poll(attempt, timeout=timeout, what=f"`{command}` to fail on {self.name}")
+        with step(self.name, f"wait until {_quoted(command)} fails"):
+            return poll(attempt, timeout=timeout, what=f"`{command}` to fail on {self.name}")
 
     def wait_for_unit(self, unit: str, timeout: float | None = None) -> None:
-        """Wait until a systemd unit is active; fail at once if it enters `failed`."""
+        """Wait until a systemd unit is active. Returns nothing.
+
+        Default timeout: `timeouts.settle`. Raises WaitTimeout at once (with `systemctl status`) when the
+        unit enters `failed`, and when it is not active in time.
+        """
         timeout = timeout if timeout is not None else self.timeouts.settle
         quoted = shlex.quote(unit)
 
@@ -172,20 +250,23 @@ class GuestMachine:
                 raise WaitTimeout(f"unit {unit} failed on {self.name}:\n{status}")
             return None
 
-        poll(attempt, timeout=timeout, what=f"unit {unit} to become active on {self.name}")
+        with step(self.name, f"wait for unit {unit}"):
+            poll(attempt, timeout=timeout, what=f"unit {unit} to become active on {self.name}")
 
     def settle(self, timeout: float | None = None) -> str:
-        """Wait for `systemctl is-system-running` to leave starting; returns the state.
+        """Wait for `systemctl is-system-running` to leave `starting`; return the state (`running`).
 
-        A `degraded` system raises with the list of failed units.
+        Default timeout: `timeouts.settle`. Raises BootError with the list of failed units when the system
+        ends up `degraded` (or any state but `running`), WaitTimeout when it is still starting.
         """
         timeout = timeout if timeout is not None else self.timeouts.settle
 
         def attempt() -> str | None:
-            state = self.execute("systemctl is-system-running").stdout.strip()
+            state = self._run("systemctl is-system-running", None).stdout.strip()
             return None if state in ("initializing", "starting", "") else state
 
-        state = poll(attempt, timeout=timeout, what=f"systemd on {self.name} to finish starting")
+        with step(self.name, "settle"):
+            state = poll(attempt, timeout=timeout, what=f"systemd on {self.name} to finish starting")
         if state != "running":
             failed = self.execute("systemctl list-units --failed --no-legend --plain --no-pager").stdout
             raise BootError(f"{self.name}: system is {state!r} after boot; failed units:\n{failed.strip()}")
@@ -194,19 +275,35 @@ class GuestMachine:
     # -- power ---------------------------------------------------------------------------------------
 
     def reboot(self, timeout: float | None = None) -> None:
-        """Reboot from inside the guest and wait for a *new* boot id (never sleeps on a guess)."""
-        old = self.boot_id()
-        log.info("%s: rebooting (boot %s)", self.name, old[:8])
-        self.execute("sudo systemctl reboot", timeout=30.0)
-        self._await_new_boot(old, timeout)
+        """Reboot from inside the guest (`systemctl reboot`) and wait for a *new* boot id, never sleeping on a
+        guess. Returns once SSH answers in the new boot.
+
+        Default timeout: `timeouts.reboot`. Raises WaitTimeout when no new boot answers in time (the test's
+        report then says whether the harness recovered a restart stuck in the firmware), BootError when the
+        machine stops running.
+        """
+        with step(self.name, "reboot"):
+            old = self.boot_id()
+            log.info("%s: rebooting (boot %s)", self.name, old[:8])
+            self._run("sudo systemctl reboot", 30.0)
+            self._await_new_boot(old, timeout)
 
     def hard_reset(self, timeout: float | None = None) -> None:
-        """Cut the power and start again (no clean shutdown)."""
-        self._restart_from_host(self.vm.reset, timeout)
+        """Cut the power and start again at once (a warm reset, no clean shutdown); wait for the new boot.
+
+        Needs the `hard-reset` capability. Default timeout: `timeouts.reboot`. Raises like `reboot`.
+        """
+        with step(self.name, "hard reset"):
+            self._restart_from_host(self.vm.reset, timeout)
 
     def power_cycle(self, timeout: float | None = None) -> None:
-        """Cold boot: the machine's hypervisor process stops and a new one starts on the same disks."""
-        self._restart_from_host(self.vm.power_cycle, timeout)
+        """Cold boot: the machine's hypervisor process stops and a new one starts on the same disks and
+        firmware variables; wait for the new boot.
+
+        Needs the `power-cycle` capability. Default timeout: `timeouts.reboot`. Raises like `reboot`.
+        """
+        with step(self.name, "power cycle"):
+            self._restart_from_host(self.vm.power_cycle, timeout)
 
     def _restart_from_host(self, restart: Callable[[], None], timeout: float | None) -> None:
         old = self.boot_ids[-1] if self.boot_ids else ""
@@ -216,8 +313,12 @@ class GuestMachine:
         self._await_new_boot(old, timeout, silent_at=silent_at)
 
     def wait_for_reboot(self, timeout: float | None = None) -> None:
-        """Wait for a reboot the guest starts by itself (e.g. a failed trial boot)."""
-        self._await_new_boot(self.boot_ids[-1] if self.boot_ids else "", timeout)
+        """Wait for a reboot the guest starts by itself (e.g. a failed trial boot): a new boot id over SSH.
+
+        Default timeout: `timeouts.reboot`. Raises like `reboot`.
+        """
+        with step(self.name, "wait for a reboot"):
+            self._await_new_boot(self.boot_ids[-1] if self.boot_ids else "", timeout)
 
     def _await_new_boot(self, old: str, timeout: float | None, silent_at: int | None = None) -> None:
         timeout = timeout if timeout is not None else self.timeouts.reboot
@@ -253,19 +354,29 @@ class GuestMachine:
     # -- files and logs ------------------------------------------------------------------------------
 
     def copy_to(self, local: Path | str, remote: str, mode: int | None = None) -> None:
-        self._connection().put(Path(local), remote, mode)
+        """Copy a host file into the guest over SFTP, as the default user (`mode`: its permissions).
+
+        No timeout of its own (SFTP's). Raises SSHError when the copy fails.
+        """
+        with step(self.name, f"copy {local} to {remote}"):
+            self._connection().put(Path(local), remote, mode)
 
     def copy_from(self, remote: str, local: Path | str) -> Path:
+        """Copy a guest file to the host over SFTP; return the local path. Raises SSHError on failure."""
         local = Path(local)
-        self._connection().get(remote, local)
+        with step(self.name, f"copy {remote} from the guest"):
+            self._connection().get(remote, local)
         return local
 
     def journal(self, args: str = "-b", timeout: float | None = None) -> str:
-        """The journal (of this boot by default), as root, without a pager."""
+        """The journal (of this boot by default, `args` as for journalctl), read as root, without a pager.
+
+        Default timeout: `timeouts.command`. Raises like `succeed`.
+        """
         return self.succeed(f"sudo journalctl --no-pager -o short-monotonic {args}", timeout=timeout)
 
     def console_text(self) -> str:
-        """Everything the serial console printed so far, across boots."""
+        """Everything the serial console printed so far, across boots (read from the host; never raises)."""
         try:
             return self.vm.console_path.read_text(errors="replace")
         except FileNotFoundError:
