@@ -19,6 +19,7 @@ from harness.factory import MachineFactory, safe_name
 from harness.machine import GuestMachine
 from harness.registry import load_platform, platform_names
 from harness.run import ImageChoice, Run
+from harness.shape import add_shape_options
 from harness.targets import MARKERS, Requirements, Target, channels_for, requirements_from_marks, skip_reason
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         choices=ACCEL_CHOICES,
         help="acceleration: auto (KVM only with vmx/svm and kvm_intel/kvm_amd), kvm or tcg",
     )
+    add_shape_options(group)
     group.addoption(
         "--boot-timeout",
         dest="boot_timeout",

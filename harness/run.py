@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from harness import shape
 from harness.acceleration import Acceleration, Timeouts
 from harness.admission import BootSlots
 from harness.distros import Distro, get_distro
@@ -63,6 +64,9 @@ class Run:
         self.platform_cls: type[Platform] = load_platform(self.platform_name)
         self.accel: Acceleration = self.platform_cls.acceleration(_opt(config, "qemu_accel"))
         self.timeouts: Timeouts = self.platform_cls.default_timeouts(self.accel, _opt(config, "boot_timeout"))
+        options = vars(config.option)
+        shape.check_shape_options(options)
+        self.platform_cls.check_shape(shape.given_shape_options(options))
         self.keep_on_failure: bool = _opt(config, "keep_on_failure")
         self.keep_artifacts: bool = _opt(config, "keep_artifacts")
         self.run_channels: list[str] | None = _opt(config, "railyard_channels")
@@ -183,15 +187,21 @@ class Run:
 
     @property
     def machine_cpus(self) -> int:
-        """vCPUs per machine: --qemu-cpus, else 2 under KVM and 1 under TCG. Under TCG each machine is
+        """vCPUs per machine: --cpus, else 2 under KVM and 1 under TCG. Under TCG each machine is
         admitted to one host core: more vCPU threads than cores let the host deschedule a vCPU that holds
         a lock while another spins on it (soft lockups), and gain nothing when every core already runs a VM."""
-        chosen = _opt(self.config, "qemu_cpus")
         if not self.platform_cls.local:
-            return 2  # a cloud machine's size is its instance type
-        if chosen is not None:
-            return int(chosen)
-        return 1 if self.accel.name == "tcg" else 2
+            return shape.KVM_CPUS  # a cloud machine's size is its instance type
+        return shape.cpus(vars(self.config.option), emulated=self.accel.name == "tcg")
+
+    @property
+    def machine_memory_mib(self) -> int:
+        """Guest memory per machine: --memory, else the default."""
+        return shape.memory_mib(vars(self.config.option))
+
+    def machine_firmware(self, image: ImageChoice) -> str:
+        """--firmware, else what the image declares, else UEFI."""
+        return shape.firmware(vars(self.config.option), image.metadata.firmware if image.metadata else None)
 
     @property
     def slots_for_life(self) -> bool:
@@ -210,7 +220,7 @@ class Run:
         count = cores if self.platform_cls.local else 64
         return BootSlots(
             count,
-            memory_mib=int(_opt(self.config, "qemu_memory") or 0),
+            memory_mib=self.machine_memory_mib,
             overcommit_after=OVERCOMMIT_AFTER,
         )
 

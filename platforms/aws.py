@@ -192,6 +192,7 @@ def decode_console(output: str) -> str:
 
 class AwsPlatform(CloudPlatform):
     name: ClassVar[str] = "aws"
+    size_option: ClassVar[str] = "--aws-instance-type"
     machine_capabilities: ClassVar[frozenset[str]] = frozenset()
     # How `upload_image` turns the uploaded raw disk into a snapshot (EC2's ImportSnapshot).
     snapshot_importer: ClassVar[Callable[[AwsClients, AwsSettings], SnapshotImporter]] = Ec2SnapshotImporter

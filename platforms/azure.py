@@ -191,6 +191,7 @@ class AzureMachine(Machine):
 
 class AzurePlatform(CloudPlatform):
     name: ClassVar[str] = "azure"
+    size_option: ClassVar[str] = "--azure-vm-size"
 
     def __init__(self, ctx: PlatformContext) -> None:
         super().__init__(ctx)

@@ -194,6 +194,11 @@ class Platform(ABC):
     # a platform says what its machines can do.
     machine_capabilities: ClassVar[frozenset[str]] = frozenset()
 
+    @classmethod  # noqa: B027
+    def check_shape(cls, given: list[str]) -> None:
+        """Refuse shape options (`--cpus`, `--memory`, `--firmware`: `given`) this platform cannot honour,
+        with a ConfigError that says what to use instead. Local platforms honour them all."""
+
     @classmethod
     def acceleration(cls, requested: str) -> Acceleration:
         """How this platform's machines are accelerated. Local platforms detect KVM/TCG on this host

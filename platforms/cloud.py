@@ -7,6 +7,7 @@ import datetime
 from typing import ClassVar
 
 from harness.acceleration import CLOUD, Acceleration, Timeouts
+from harness.errors import ConfigError
 from platforms.base import Platform
 
 # A cloud machine boots on a hypervisor with hardware virtualization, whatever the runner has: its waits do
@@ -24,6 +25,17 @@ class CloudPlatform(Platform):
 
     local: ClassVar[bool] = False
     uses_local_image: ClassVar[bool] = False
+
+    # The option that sets a machine's size on this cloud, named when shape options are refused.
+    size_option: ClassVar[str] = ""
+
+    @classmethod
+    def check_shape(cls, given: list[str]) -> None:
+        if given:
+            raise ConfigError(
+                f"{', '.join(given)}: not for --platform={cls.name}, where the instance type sets a machine's "
+                f"size ({cls.size_option}) and the image its firmware"
+            )
 
     @classmethod
     def acceleration(cls, requested: str) -> Acceleration:

@@ -19,7 +19,7 @@ import os
 import socket
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -64,8 +64,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_URI = "qemu:///system"
 PORT_TIMEOUT = 30.0
-DEFAULT_MEMORY_MIB = 1024
-DEFAULT_CPUS = 2
 
 
 def _libvirt() -> Any:
@@ -311,22 +309,8 @@ class LibvirtPlatform(Platform):
     def _option(self, name: str) -> Any:
         return self.ctx.options.get(name)
 
-    def effective_spec(self, spec: MachineSpec) -> MachineSpec:
-        """`spec` with a non-default --qemu-cpus and any --qemu-firmware applied (as on the QEMU platform)."""
-        changes: dict[str, Any] = {}
-        cpus = self._option("qemu_cpus")
-        if cpus is not None and cpus != DEFAULT_CPUS:
-            changes["cpus"] = int(cpus)
-        firmware = self._option("qemu_firmware")
-        if firmware is not None:
-            changes["firmware"] = firmware
-        return replace(spec, **changes) if changes else spec
-
     def validate(self) -> None:
         _libvirt()
-        firmware = self._option("qemu_firmware")
-        if firmware is not None and firmware not in FIRMWARE_CHOICES:
-            raise ConfigError(f"--qemu-firmware={firmware}: choose one of {', '.join(FIRMWARE_CHOICES)}")
         for hypervisor in self.hypervisors:
             if not hypervisor.address.local:
                 # Its user-net forward listens on that host's loopback, which this host cannot reach.
@@ -345,7 +329,6 @@ class LibvirtPlatform(Platform):
     # -- boot --------------------------------------------------------------------------------------------
 
     def _boot(self, spec: MachineSpec) -> LibvirtMachine:
-        spec = self.effective_spec(spec)
         if not spec.image.is_file():
             raise ConfigError(f"machine {spec.name}: image {spec.image} does not exist")
         spec.workdir.mkdir(parents=True, exist_ok=True)

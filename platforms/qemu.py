@@ -18,7 +18,6 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -38,7 +37,6 @@ from platforms.base import (
     SSHEndpoint,
 )
 from platforms.qemu_command import (
-    FIRMWARE_CHOICES,
     OVMF_CODE,
     OVMF_VARS,
     QEMU_BINARY,
@@ -67,8 +65,6 @@ log = logging.getLogger(__name__)
 
 QMP_START_TIMEOUT = 30.0
 KILL_GRACE = 3.0
-DEFAULT_MEMORY_MIB = 1024
-DEFAULT_CPUS = 2
 
 Launched = tuple[subprocess.Popen[bytes], QMPClient, int]
 """A started QEMU: its process, its connected QMP client, the host port SSH is forwarded from."""
@@ -239,19 +235,6 @@ class QemuPlatform(Platform):
         # A pytest OptionGroup has `addoption`; a plain argparse group has `add_argument`.
         add = getattr(group, "addoption", None) or group.add_argument
         add(
-            "--qemu-memory", dest="qemu_memory", type=int, default=DEFAULT_MEMORY_MIB, metavar="MIB",
-            help=f"guest memory in MiB of QEMU machines (default: {DEFAULT_MEMORY_MIB})",
-        )  # fmt: skip
-        add(
-            "--qemu-cpus", dest="qemu_cpus", type=int, default=None, metavar="N",
-            help=f"vCPUs of QEMU machines (default: {DEFAULT_CPUS} under KVM; 1 under TCG, where each "
-            "machine is admitted to one host core)",
-        )  # fmt: skip
-        add(
-            "--qemu-firmware", dest="qemu_firmware", choices=FIRMWARE_CHOICES, default=None,
-            help="firmware to boot with (default: what the image declares, else uefi)",
-        )  # fmt: skip
-        add(
             "--qemu-binary", dest="qemu_binary", default=QEMU_BINARY, metavar="PATH",
             help=f"the QEMU system emulator (default: {QEMU_BINARY})",
         )  # fmt: skip
@@ -265,20 +248,6 @@ class QemuPlatform(Platform):
     def binary(self) -> str:
         return str(self._option("qemu_binary") or QEMU_BINARY)
 
-    def effective_spec(self, spec: MachineSpec) -> MachineSpec:
-        """`spec` with the command-line overrides applied: a non-default --qemu-memory / --qemu-cpus and
-        any --qemu-firmware win over the spec (whose firmware comes from the image's metadata)."""
-        changes: dict[str, Any] = {}
-        for option, field_name, default in (
-            ("qemu_memory", "memory_mib", DEFAULT_MEMORY_MIB),
-            ("qemu_cpus", "cpus", DEFAULT_CPUS),
-            ("qemu_firmware", "firmware", None),
-        ):
-            value = self._option(option)
-            if value is not None and value != default:
-                changes[field_name] = value
-        return replace(spec, **changes) if changes else spec
-
     def validate(self) -> None:
         if shutil.which(self.binary) is None:
             raise ConfigError(
@@ -286,24 +255,17 @@ class QemuPlatform(Platform):
             )
         if shutil.which(QEMU_IMG) is None:
             raise ConfigError(f"{QEMU_IMG} not found: apt-get install qemu-utils")
-        firmware = self._option("qemu_firmware")
-        if firmware is not None and firmware not in FIRMWARE_CHOICES:
-            raise ConfigError(f"--qemu-firmware={firmware}: choose one of {', '.join(FIRMWARE_CHOICES)}")
+        firmware = self._option("machine_firmware")
         if firmware in (None, "uefi"):
             for path in (OVMF_CODE, OVMF_VARS):
                 if not path.is_file():
                     raise ConfigError(f"UEFI firmware file {path} is missing: apt-get install ovmf")
-        for option in ("qemu_memory", "qemu_cpus"):
-            value = self._option(option)
-            if value is not None and int(value) < 1:
-                raise ConfigError(f"--{option.replace('_', '-')} must be positive, not {value}")
         for leftover in gc_socket_dirs():
             log.debug("removed stale QMP socket dir %s", leftover)
 
     # -- boot --------------------------------------------------------------------------------------------
 
     def _boot(self, spec: MachineSpec) -> QemuMachine:
-        spec = self.effective_spec(spec)
         firmware = Firmware.named(spec.firmware)
         if not spec.image.is_file():
             raise ImageError(f"machine {spec.name}: image {spec.image} does not exist")
