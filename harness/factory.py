@@ -19,7 +19,6 @@ from urllib.parse import quote
 from harness.admission import BootSlot
 from harness.consolecheck import ConsoleMatch, scan
 from harness.disk_journal import read_journal
-from harness.distros.os import updates_off_ignition
 from harness.errors import BootError, ConfigError, RailyardError
 from harness.ignition import merge, translate_butane, validate
 from harness.l2hub import L2Hub
@@ -111,8 +110,9 @@ class MachineFactory:
             "passwd": {"users": [user]},
         }
         # Updates are off unless the test asks (its own update.conf replaces this one in the merge).
-        if distro.name in ("railyard", "flatcar"):
-            config = merge(config, updates_off_ignition(distro.name, distro.ignition_version))
+        updates_off = distro.updates_off_ignition()
+        if updates_off is not None:
+            config = merge(config, updates_off)
         return config
 
     def ignition_for(

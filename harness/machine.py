@@ -18,13 +18,14 @@ import paramiko
 
 from harness.acceleration import Timeouts
 from harness.errors import BootError, CommandError, RailyardError, SSHError, WaitTimeout
+from harness.forward import RemoteForward
 from harness.retry import poll
 from harness.ssh import CommandResult, SSHConnection, wait_for_banner
 from platforms.base import CAP_HARD_RESET, CAP_POWER_CYCLE
 
 if TYPE_CHECKING:
     from harness.distros.base import Distro
-    from harness.distros.os import OSHelpers
+    from harness.distros.guest import GuestOS
     from platforms.base import Machine
 
 log = logging.getLogger(__name__)
@@ -89,11 +90,12 @@ class GuestMachine:
         self._ssh: SSHConnection | None = None
         self._boot_gate: BootGate = boot_gate or nullcontext
         self.boot_ids: list[str] = []
-        self._os: OSHelpers | None = None
+        self._os: GuestOS | None = None
         self.private_address: str | None = None
         """The address on the cluster's private network, when the machine has one."""
         self.notes: list[str] = []
         """What the harness did to this machine that a test's report should say (e.g. a recovery)."""
+        self._forwards: list[RemoteForward] = []
 
     def __repr__(self) -> str:
         return f"<GuestMachine {self.name} on {self.vm.ssh_endpoint.host}:{self.vm.ssh_endpoint.port}>"
@@ -103,12 +105,10 @@ class GuestMachine:
         return self.vm.name
 
     @property
-    def os(self) -> OSHelpers:
-        """Distro helpers: booted slot, version, update, rollback (same calls on every distro)."""
+    def os(self) -> GuestOS:
+        """The distro's helpers: booted slot, version, update, rollback (the same calls on every distro)."""
         if self._os is None:
-            from harness.distros.os import os_helpers
-
-            self._os = os_helpers(self)
+            self._os = self.distro.guest(self)
         return self._os
 
     # -- connection and boot -------------------------------------------------------------------------
@@ -129,7 +129,7 @@ class GuestMachine:
         wait_for_banner(ep.host, ep.port, timeout, alive=self.vm.is_running)
 
         def connect() -> SSHConnection:
-            conn = SSHConnection(ep, self._pkey, connect_timeout=30.0)
+            conn = SSHConnection(ep, self._pkey, connect_timeout=30.0, forwards=self._forwards)
             conn.connect()
             return conn
 
@@ -143,9 +143,26 @@ class GuestMachine:
         if self._ssh is None or not self._ssh.is_active:
             if self._ssh is not None:
                 self._ssh.close()
-            self._ssh = SSHConnection(self.vm.ssh_endpoint, self._pkey, connect_timeout=30.0)
+            self._ssh = SSHConnection(
+                self.vm.ssh_endpoint, self._pkey, connect_timeout=30.0, forwards=self._forwards
+            )
             self._ssh.connect()
         return self._ssh
+
+    def forward_host_service(self, host_port: int, guest_port: int | None = None) -> int:
+        """Make a service on the host's 127.0.0.1:`host_port` reachable in the guest at its own
+        127.0.0.1:`guest_port` (default: the same number), through the harness's SSH connection, now and
+        after every reboot; return the guest's port. Works on every platform the harness reaches by SSH.
+
+        While the harness is not connected (early in a boot) the guest gets "connection refused" and must
+        retry. No timeout of its own; raises SSHError when the guest's sshd refuses the forward.
+        """
+        forward = RemoteForward(guest_port=guest_port or host_port, host_port=host_port)
+        with step(self.name, f"forward {forward}"):
+            if forward not in self._forwards:
+                self._forwards.append(forward)
+            self._connection().add_forward(forward)
+        return forward.guest_port
 
     def close(self) -> None:
         """Close the SSH connection (the next command opens a new one). Never raises."""

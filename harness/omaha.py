@@ -2,13 +2,16 @@
 
     with OmahaServer() as omaha:
         omaha.publish(RAILYARD_APP_ID, "stable", "1.1.0", Path("usr.img"), signature=sig)
-        ...  # point the guest at omaha.guest_url (QEMU user networking reaches the host at 10.0.2.2)
+        machine.forward_host_service(omaha.port)  # the guest reaches it at its own 127.0.0.1:<port>
+        ...  # point the guest at omaha.guest_url
         omaha.wait_for_event((EVENT_UPDATE_COMPLETE, RESULT_SUCCESS), machine_id=mid, timeout=600)
 
 The server binds 127.0.0.1 on an ephemeral port. POST `/v1/update/` answers update checks, events and
 pings; GET/HEAD `/payloads/<id>/<name>` serves a payload (with single-range requests, so downloads can
 resume) and `/payloads/<id>/<name>.sig` its signature. Payload URLs are built from the request's Host
-header, so the host (127.0.0.1) and a guest (10.0.2.2) each get addresses they can reach.
+header, so every client gets addresses it can reach: the host and a guest through a reverse port forward
+over the harness's SSH connection (the default, on every platform) both at 127.0.0.1, a QEMU user-net guest
+that talks to the host directly at 10.0.2.2 (`guest_host=USER_NET_HOST`).
 """
 
 from __future__ import annotations
@@ -68,7 +71,10 @@ log = logging.getLogger(__name__)
 
 UPDATE_PATH = "/v1/update/"
 PAYLOAD_PREFIX = "/payloads/"
-GUEST_HOST = "10.0.2.2"  # the host as a QEMU user-net guest sees it
+GUEST_HOST = (
+    "127.0.0.1"  # a guest reaches the server through a reverse forward (GuestMachine.forward_host_service)
+)
+USER_NET_HOST = "10.0.2.2"  # the host as a QEMU user-net guest sees it, without a forward
 CHUNK = 1 << 20
 MAX_REQUEST_BYTES = 1 << 20
 
@@ -358,7 +364,8 @@ class OmahaServer:
 
     @property
     def guest_url(self) -> str:
-        """The update URL for a QEMU user-net guest (`SERVER=` in the guest's update.conf)."""
+        """The update URL for a guest (`SERVER=` in the guest's update.conf): the guest's own 127.0.0.1 and the
+        server's port, which `GuestMachine.forward_host_service(port)` connects to this server."""
         return f"http://{self._guest_host}:{self.port}{UPDATE_PATH}"
 
     # -- publishing --------------------------------------------------------------------------------

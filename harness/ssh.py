@@ -15,7 +15,7 @@ import shlex
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from harness.errors import BootError, SSHError, WaitTimeout
+from harness.forward import RemoteForward
+from harness.forward import request as request_forward
 from platforms.base import SSHEndpoint
 
 log = logging.getLogger(__name__)
@@ -154,12 +156,21 @@ class CommandResult:
 class SSHConnection:
     """One authenticated SSH session to a guest. Host keys are not checked: guests are disposable."""
 
-    def __init__(self, endpoint: SSHEndpoint, pkey: paramiko.PKey, *, connect_timeout: float) -> None:
+    def __init__(
+        self,
+        endpoint: SSHEndpoint,
+        pkey: paramiko.PKey,
+        *,
+        connect_timeout: float,
+        forwards: Sequence[RemoteForward] = (),
+    ) -> None:
         self.endpoint = endpoint
         self.pkey = pkey
         self.connect_timeout = connect_timeout
         self._client: paramiko.SSHClient | None = None
         self._lock = threading.Lock()
+        self._forwards: list[RemoteForward] = list(forwards)
+        """Reverse forwards asked for again after every login (see harness.forward)."""
 
     def connect(self) -> None:
         with self._lock:
@@ -189,8 +200,24 @@ class SSHConnection:
             transport = client.get_transport()
             if transport is not None:
                 transport.set_keepalive(15)
+                try:
+                    for forward in self._forwards:
+                        request_forward(transport, forward)
+                except SSHError:
+                    client.close()
+                    raise
             self._client = client
             log.debug("SSH connected to %s@%s:%d", ep.user, ep.host, ep.port)
+
+    def add_forward(self, forward: RemoteForward) -> None:
+        """Make a host service reachable from the guest (`ssh -R`), now and after every new login."""
+        with self._lock:
+            if forward not in self._forwards:
+                self._forwards.append(forward)
+            client = self._client if self._is_active_locked() else None
+            transport = client.get_transport() if client is not None else None
+            if transport is not None:
+                request_forward(transport, forward)
 
     @property
     def is_active(self) -> bool:

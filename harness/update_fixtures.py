@@ -31,15 +31,6 @@ from typing import Any
 
 import pytest
 
-from harness.distros.os import (
-    FLATCAR_UPDATE_CONF,
-    RAILYARD_UPDATE_CONF,
-    TEST_CHECK_INTERVAL,
-    flatcar_update_config,
-    update_config,
-    update_ignition,
-    updates_off_ignition,
-)
 from harness.errors import ConfigError, UpdateError
 from harness.machine import GuestMachine
 from harness.omaha import OmahaEvent, OmahaServer, Published
@@ -243,19 +234,16 @@ def machine_id(machine: GuestMachine) -> str:
 
 def point_at(machine: GuestMachine, server: OmahaServer) -> None:
     """Point a running machine's updater at `server` for its channel (for machines booted without it)."""
-    distro = machine.distro.name
-    if distro == "flatcar":
-        text = flatcar_update_config(server.guest_url, machine.channel)
-        machine.succeed(
-            f"sudo mkdir -p /etc/flatcar && printf %s {_sh(text)} | sudo tee {FLATCAR_UPDATE_CONF} >/dev/null"
-            " && sudo systemctl restart update-engine.service"
-        )
-        return
-    text = update_config(server.guest_url, machine.channel, TEST_CHECK_INTERVAL)
+    machine.forward_host_service(server.port)
+    distro = machine.distro
+    if distro.update_conf is None:
+        raise UpdateError(f"{distro.name} has no A/B update support in Railyard")
+    text = distro.update_config(server.guest_url, machine.channel)
+    path = shlex.quote(distro.update_conf)
     machine.succeed(
-        f"sudo mkdir -p /etc/railyard && printf %s {_sh(text)} | sudo tee {RAILYARD_UPDATE_CONF} >/dev/null"
-        " && sudo systemctl kill -s HUP railyard-update-agent.service"
+        f'sudo mkdir -p "$(dirname {path})" && printf %s {_sh(text)} | sudo tee {path} >/dev/null'
     )
+    machine.os.reload_update_config()
 
 
 def _sh(text: str) -> str:
@@ -278,10 +266,10 @@ def omaha(tmp_path_factory: pytest.TempPathFactory) -> Generator[UpdateServer, N
 def update_machine(machine_factory: Any, omaha: UpdateServer) -> GuestMachine:
     """A fresh machine whose updater checks `omaha` (only when told to) for its channel."""
     distro = machine_factory.image.distro
-    config = update_ignition(
-        distro.name, omaha.guest_url, machine_factory.image.channel, distro.ignition_version
-    )
+    config = distro.update_ignition(omaha.guest_url, machine_factory.image.channel)
     machines: list[GuestMachine] = machine_factory.create(1, ignition=config)
+    # The guest reaches the server at its own 127.0.0.1:<port>, through the harness's SSH connection.
+    machines[0].forward_host_service(omaha.port)
     return machines[0]
 
 
@@ -311,7 +299,5 @@ __all__ = [
     "module_update_machine",
     "omaha",
     "point_at",
-    "update_ignition",
     "update_machine",
-    "updates_off_ignition",
 ]

@@ -42,6 +42,7 @@ from platforms.aws_settings import AwsSettings, add_options, settings_from
 from platforms.aws_upload import Ec2SnapshotImporter, SnapshotImporter, upload_image
 from platforms.aws_userdata import ignition_version, plan_user_data, pointer_config, ssh_public_keys
 from platforms.base import (
+    CAP_HOST_SERVICES,
     GarbageRequest,
     Machine,
     MachineSpec,
@@ -193,7 +194,8 @@ def decode_console(output: str) -> str:
 class AwsPlatform(CloudPlatform):
     name: ClassVar[str] = "aws"
     size_option: ClassVar[str] = "--aws-instance-type"
-    machine_capabilities: ClassVar[frozenset[str]] = frozenset()
+    # Host services reach the guest through the harness's SSH connection, as everywhere.
+    machine_capabilities: ClassVar[frozenset[str]] = frozenset({CAP_HOST_SERVICES})
     # How `upload_image` turns the uploaded raw disk into a snapshot (EC2's ImportSnapshot).
     snapshot_importer: ClassVar[Callable[[AwsClients, AwsSettings], SnapshotImporter]] = Ec2SnapshotImporter
 

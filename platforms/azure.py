@@ -37,6 +37,7 @@ from platforms.azure_naming import (
 from platforms.azure_settings import AzureSettings, add_options, check_ssh_cidr, settings_from
 from platforms.azure_vhd import BlobUploader, RestPageBlobUploader, convert_to_vhd, fetch_text
 from platforms.base import (
+    CAP_HOST_SERVICES,
     GarbageRequest,
     Machine,
     MachineSpec,
@@ -192,6 +193,8 @@ class AzureMachine(Machine):
 class AzurePlatform(CloudPlatform):
     name: ClassVar[str] = "azure"
     size_option: ClassVar[str] = "--azure-vm-size"
+    # Host services reach the guest through the harness's SSH connection, as everywhere.
+    machine_capabilities: ClassVar[frozenset[str]] = frozenset({CAP_HOST_SERVICES})
 
     def __init__(self, ctx: PlatformContext) -> None:
         super().__init__(ctx)

@@ -21,6 +21,7 @@ from harness.update_fixtures import BadPayload
 pytestmark = [
     pytest.mark.channels("alpha", "beta", "stable", "lts"),
     pytest.mark.requires("host-services"),  # the guest downloads from the tests' Omaha server
+    pytest.mark.distros("railyard"),  # the payloads published are the default image's own /usr
 ]
 
 # How long the agent may take to report after a boot (it waits for boot-complete.target first).

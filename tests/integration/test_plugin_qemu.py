@@ -17,9 +17,25 @@ from tests.integration.helpers import leftover_disks, qemu_processes_under, run_
 def test_passing_test(pytester):
     pytester.makepyfile(
         test_pass="""
+        import http.server, threading
+
         def test_echo(machine):
             assert machine.succeed("echo hello") == "hello\\n"
             assert machine.os.booted_slot() == "USR-A"
+            # A service on the host's 127.0.0.1 answers the guest at the guest's own 127.0.0.1.
+            class Hello(http.server.BaseHTTPRequestHandler):
+                def do_GET(self):
+                    body = f"hello from the host, {self.path}".encode()
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+            server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            port = machine.forward_host_service(server.server_address[1])
+            got = machine.succeed(f"curl -sf http://127.0.0.1:{port}/guest")
+            server.shutdown()
+            assert got == "hello from the host, /guest"
         """
     )
     result = run_inner(pytester)

@@ -4,16 +4,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from harness.distros.base import get_distro
-from harness.distros.os import (
-    FlatcarOS,
-    RailyardOS,
-    describe_failure,
-    flatcar_update_config,
-    os_helpers,
-    parse_key_values,
-    update_config,
-)
+from harness.distros import get_distro
+from harness.distros.flatcar import FlatcarOS, flatcar_update_config
+from harness.distros.guest import describe_failure, parse_key_values
+from harness.distros.railyard import RailyardOS, update_config
 from harness.errors import UpdateError
 from harness.ssh import CommandResult
 
@@ -55,6 +49,10 @@ class FakeMachine:
         return self.succeed(command, timeout)
 
 
+def guest_os(machine):
+    return machine.distro.guest(machine)
+
+
 def ok(stdout=""):
     return CommandResult("", 0, stdout, "")
 
@@ -77,8 +75,8 @@ def test_parse_key_values_strips_quotes_and_skips_other_lines():
 
 
 def test_update_configs():
-    assert update_config("http://10.0.2.2:9/v1/update/", "lts", 86400.0) == (
-        "SERVER=http://10.0.2.2:9/v1/update/\nGROUP=lts\nINTERVAL=86400\n"
+    assert update_config("http://127.0.0.1:9/v1/update/", "lts", 86400.0) == (
+        "SERVER=http://127.0.0.1:9/v1/update/\nGROUP=lts\nINTERVAL=86400\n"
     )
     assert "REBOOT_STRATEGY=off" in flatcar_update_config("disabled", "stable")
 
@@ -90,11 +88,11 @@ def test_describe_failure_prefers_the_agents_message():
     assert "UPDATE_STATUS_IDLE" in describe_failure({"CURRENT_OP": "UPDATE_STATUS_IDLE"})
 
 
-def test_os_helpers_by_distro():
-    assert isinstance(os_helpers(FakeMachine("railyard")), RailyardOS)
-    assert isinstance(os_helpers(FakeMachine("flatcar")), FlatcarOS)
+def test_each_distro_names_its_guest_helpers():
+    assert isinstance(guest_os(FakeMachine("railyard")), RailyardOS)
+    assert isinstance(guest_os(FakeMachine("flatcar")), FlatcarOS)
     with pytest.raises(UpdateError, match="fcos has no A/B update support"):
-        os_helpers(FakeMachine("fcos")).update()
+        guest_os(FakeMachine("fcos")).update()
 
 
 def test_railyard_update_returns_the_status_once_a_reboot_is_needed():
@@ -126,7 +124,7 @@ def test_railyard_update_with_no_offer_is_an_error():
 
 
 def test_railyard_update_keeps_polling_when_check_now_gives_up_first(monkeypatch):
-    monkeypatch.setattr("harness.distros.os.POLL_INTERVAL", 0.0)
+    monkeypatch.setattr("harness.distros.guest.POLL_INTERVAL", 0.0)
     m = FakeMachine(
         answers={
             "date +%s.%N": [ok("100.5\n")],
@@ -142,7 +140,7 @@ def test_railyard_update_keeps_polling_when_check_now_gives_up_first(monkeypatch
 
 
 def test_await_applied_fails_once_a_busy_cycle_went_idle(monkeypatch):
-    monkeypatch.setattr("harness.distros.os.POLL_INTERVAL", 0.0)
+    monkeypatch.setattr("harness.distros.guest.POLL_INTERVAL", 0.0)
     m = FakeMachine(
         answers={
             "railyard-update status": [
@@ -177,7 +175,7 @@ def test_flatcar_rollback_prioritizes_the_other_usr_partition():
 
 
 def test_flatcar_update_polls_update_engine_and_shows_its_journal_on_failure(monkeypatch):
-    monkeypatch.setattr("harness.distros.os.POLL_INTERVAL", 0.0)
+    monkeypatch.setattr("harness.distros.guest.POLL_INTERVAL", 0.0)
     m = FakeMachine(
         "flatcar",
         answers={

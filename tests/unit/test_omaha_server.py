@@ -206,7 +206,7 @@ def test_update_url_without_trailing_slash_and_host_header(server, payload):
     assert (
         root.find("app/updatecheck/urls/url").get("codebase").startswith(f"http://127.0.0.1:{server.port}/")
     )
-    assert server.guest_url == f"http://10.0.2.2:{server.port}/v1/update/"
+    assert server.guest_url == f"http://127.0.0.1:{server.port}/v1/update/"  # through the forward
 
 
 def test_events_are_recorded_per_machine(server):

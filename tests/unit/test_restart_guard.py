@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness.acceleration import Acceleration, Timeouts
-from harness.distros.base import get_distro
+from harness.distros import get_distro
 from harness.machine import RESTART_LINE, GuestMachine, PowerCycled, RestartGuard
 from harness.retry import poll
 from platforms.base import CAP_HARD_RESET, CAP_POWER_CYCLE, Machine, MachineSpec, SSHEndpoint

@@ -6,17 +6,13 @@ import urllib.parse
 
 import pytest
 
+from harness.distros import FCOS, FLATCAR, RAILYARD, get_distro
+from harness.distros.flatcar import FLATCAR_UPDATE_CONF
+from harness.distros.railyard import RAILYARD_UPDATE_CONF
+from harness.errors import UpdateError
 from harness.ignition import merge, validate
 from harness.omaha_protocol import ERROR_INSTALL, RAILYARD_APP_ID
-from harness.update_fixtures import (
-    FLATCAR_UPDATE_CONF,
-    RAILYARD_UPDATE_CONF,
-    BadPayload,
-    UpdateServer,
-    make_ext4,
-    update_ignition,
-    updates_off_ignition,
-)
+from harness.update_fixtures import BadPayload, UpdateServer, make_ext4
 from harness.update_signing import generate_signing_key
 from tests.unit.test_omaha_agent import Guest
 
@@ -109,30 +105,34 @@ def test_unbootable_payload_is_an_empty_but_valid_file_system(server):
 
 
 def test_update_ignition_points_the_agent_at_the_server():
-    config = validate(update_ignition("railyard", "http://10.0.2.2:1234/v1/update/", "beta"))
+    config = validate(get_distro("railyard").update_ignition("http://127.0.0.1:1234/v1/update/", "beta"))
     text = file_text(config, RAILYARD_UPDATE_CONF)
-    assert "SERVER=http://10.0.2.2:1234/v1/update/\n" in text
+    assert "SERVER=http://127.0.0.1:1234/v1/update/\n" in text
     assert "GROUP=beta\n" in text
     assert "INTERVAL=86400\n" in text
 
 
 def test_flatcar_gets_its_own_file_and_no_automatic_reboots():
-    config = validate(update_ignition("flatcar", "http://10.0.2.2:1/v1/update/", "alpha"))
+    config = validate(get_distro("flatcar").update_ignition("http://127.0.0.1:1/v1/update/", "alpha"))
     assert file_text(config, FLATCAR_UPDATE_CONF) == (
-        "GROUP=alpha\nSERVER=http://10.0.2.2:1/v1/update/\nREBOOT_STRATEGY=off\n"
+        "GROUP=alpha\nSERVER=http://127.0.0.1:1/v1/update/\nREBOOT_STRATEGY=off\n"
     )
-    off = validate(updates_off_ignition("flatcar"))
+    off = validate(get_distro("flatcar").updates_off_ignition())
     assert "SERVER=http://127.0.0.1:9/" in file_text(off, FLATCAR_UPDATE_CONF)  # a closed loopback port
-    assert file_text(validate(updates_off_ignition("railyard")), RAILYARD_UPDATE_CONF) == "SERVER=disabled\n"
+    assert (
+        file_text(validate(get_distro("railyard").updates_off_ignition()), RAILYARD_UPDATE_CONF)
+        == "SERVER=disabled\n"
+    )
 
 
 def test_a_tests_update_config_replaces_the_harness_default():
     merged = merge(
-        updates_off_ignition("railyard"), update_ignition("railyard", "http://10.0.2.2:7/u/", "lts")
+        get_distro("railyard").updates_off_ignition(),
+        get_distro("railyard").update_ignition("http://127.0.0.1:7/u/", "lts"),
     )
     files = merged["storage"]["files"]
     assert len(files) == 1
-    assert "SERVER=http://10.0.2.2:7/u/\n" in file_text(validate(merged), RAILYARD_UPDATE_CONF)
+    assert "SERVER=http://127.0.0.1:7/u/\n" in file_text(validate(merged), RAILYARD_UPDATE_CONF)
 
 
 def test_make_ext4_holds_the_files(tmp_path):
@@ -149,7 +149,19 @@ def test_bad_payload_kinds_have_distinct_names_and_codes_but_truncated_and_insta
 
 def test_update_ignition_overrides_the_harness_default_of_no_updates():
     config = validate(
-        merge(updates_off_ignition("railyard"), update_ignition("railyard", "http://h/v1/update/", "lts"))
+        merge(
+            get_distro("railyard").updates_off_ignition(),
+            get_distro("railyard").update_ignition("http://h/v1/update/", "lts"),
+        )
     )
     assert len(config["storage"]["files"]) == 1
     assert "SERVER=http://h/v1/update/\n" in file_text(config, RAILYARD_UPDATE_CONF)
+
+
+def test_a_distro_without_updates_writes_no_update_config():
+    assert FCOS.updates_off_ignition() is None
+    with pytest.raises(UpdateError, match="fcos has no A/B update support"):
+        FCOS.update_ignition("http://127.0.0.1:1/v1/update/", "stable")
+    assert RAILYARD.has_updates
+    assert FLATCAR.has_updates
+    assert not FCOS.has_updates
