@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
@@ -170,6 +171,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     run = config.stash.get(RUN_KEY, None)
     if run is not None:
         run.close()
+        if run.cleanup_error:
+            sys.stderr.write(f"railyard: {run.cleanup_error}\n")
 
 
 def _requirements(node: pytest.Item | pytest.Collector | Any) -> Requirements:

@@ -96,6 +96,7 @@ class Run:
         self._platform_lock = threading.Lock()  # machines of one factory boot from several threads
         self.kept_machines: list[str] = []
         self._output_prepared = False
+        self.cleanup_error: str | None = None
 
     def prepare_output_dir(self) -> None:
         """Create the output dir and point `<platform>-latest` at it, once per process.
@@ -225,10 +226,15 @@ class Run:
         )
 
     def close(self) -> None:
+        """End the run: destroy its machines and resources. Returns nothing; a cleanup that left something
+        behind is logged as an error and kept in `cleanup_error` for the caller to report."""
         try:
             if self._platform is not None:
-                self._platform.close()
-                self._platform = None
+                platform, self._platform = self._platform, None
+                platform.close()
+        except RailyardError as exc:
+            self.cleanup_error = str(exc)
+            log.error("%s", exc)
         finally:
             if self.worker == "main" and self.output_dir.is_dir():
                 self._collect_leftovers()

@@ -275,9 +275,20 @@ class Platform(ABC):
             return list(self._machines)
 
     def close(self) -> None:
-        """Destroy every machine still alive. Safe to call more than once."""
+        """Destroy every machine still alive. Safe to call more than once.
+
+        Tries every machine, then raises PlatformError naming each one whose cleanup failed and why (what
+        may be left behind), so that a leak is an error, not only a log line.
+        """
+        failures: list[str] = []
         for machine in reversed(self.machines):
             try:
                 self.destroy(machine)
-            except Exception:
+            except Exception as exc:
                 log.exception("cleanup of %s failed", machine.name)
+                failures.append(f"{machine.name}: {exc}")
+        if failures:
+            raise PlatformError(
+                f"{self.name}: cleanup failed and may have left behind: {'; '.join(failures)} "
+                f"(`railyard gc --platform={self.name}` removes leftovers)"
+            )
