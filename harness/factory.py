@@ -1,28 +1,26 @@
-"""Booting machines for a test: Ignition, admission, boot, SSH, settle; checks and artifacts afterwards."""
+"""Booting the machines of a test: admission, boot, SSH, settle; and their end (artifacts, destroy)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import re
-import shlex
 import shutil
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from harness.admission import BootSlot
-from harness.consolecheck import ConsoleMatch, scan
-from harness.disk_journal import read_journal
+from harness.consolecheck import ConsoleMatch
 from harness.errors import BootError, ConfigError, RailyardError
-from harness.ignition import merge, translate_butane, validate
+from harness.ignition import merge
 from harness.l2hub import L2Hub
 from harness.machine import GuestMachine
+from harness.provisioning import base_ignition, compose_ignition, private_net_ignition
+from harness.records import MachineRecord
 from harness.run import ImageChoice, Run
 from harness.targets import Requirements
 from platforms.base import MachineSpec, PrivateNet
@@ -33,49 +31,9 @@ log = logging.getLogger(__name__)
 PRIVATE_PREFIX = "10.0.3"
 
 
-def private_net_ignition(net: PrivateNet, hostname: str, version: str) -> dict[str, Any]:
-    """networkd configuration of the cluster NIC (matched by MAC), and a hostname, as Ignition."""
-    network = (
-        f"[Match]\nMACAddress={net.mac}\n\n[Network]\nAddress={net.address}\n"
-        "LinkLocalAddressing=no\nIPv6AcceptRA=no\n"
-    )
-    return {
-        "ignition": {"version": version},
-        "storage": {
-            "files": [
-                {
-                    "path": "/etc/systemd/network/10-railyard-cluster.network",
-                    "mode": 0o644,
-                    "contents": {"source": "data:," + quote(network)},
-                },
-                {
-                    "path": "/etc/hostname",
-                    "mode": 0o644,
-                    "overwrite": True,
-                    "contents": {"source": "data:," + quote(hostname_for(hostname) + "\n")},
-                },
-            ]
-        },
-    }
-
-
-def hostname_for(name: str) -> str:
-    """A valid host name (RFC 1123 label) for a machine name."""
-    return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:63] or "railyard"
-
-
 def safe_name(text: str, limit: int = 60) -> str:
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.")
     return name[:limit] or "machine"
-
-
-@dataclass
-class _Watch:
-    """How far the console and journal of a machine have been checked."""
-
-    console_offset: int = 0
-    journal_cursor: str | None = None
-    journal_parts: list[str] = field(default_factory=list)
 
 
 class MachineFactory:
@@ -91,7 +49,7 @@ class MachineFactory:
         self.directory = directory
         self.label = safe_name(label, 40)
         self.machines: list[GuestMachine] = []
-        self._watch: dict[str, _Watch] = {}
+        self._records: dict[str, MachineRecord] = {}
         self._lock = threading.Lock()
         self._counter = 0
         self._hub: L2Hub | None = None
@@ -101,30 +59,20 @@ class MachineFactory:
     # -- Ignition -------------------------------------------------------------------------------------
 
     def base_ignition(self) -> dict[str, Any]:
-        distro = self.image.distro
-        user: dict[str, Any] = {"name": distro.default_user, "groups": ["sudo"]}
-        if "no_ssh_key" not in self.req.flags:
-            user["sshAuthorizedKeys"] = [self.run.keypair.public_line]
-        config: dict[str, Any] = {
-            "ignition": {"version": distro.ignition_version},
-            "passwd": {"users": [user]},
-        }
-        # Updates are off unless the test asks (its own update.conf replaces this one in the merge).
-        updates_off = distro.updates_off_ignition()
-        if updates_off is not None:
-            config = merge(config, updates_off)
-        return config
+        """The distro's user with the run's SSH key (none with `no_ssh_key`), updates off."""
+        key = None if "no_ssh_key" in self.req.flags else self.run.keypair.public_line
+        return base_ignition(self.image.distro, key)
 
     def ignition_for(
         self, extra: Sequence[Mapping[str, Any]] = (), butane: Sequence[str] = ()
     ) -> dict[str, Any]:
         """The harness's base config merged with the test's markers and `extra`; validated."""
-        config: dict[str, Any] = self.base_ignition()
-        for part in [*self.req.ignition, *extra]:
-            config = merge(config, part)
-        for text in [*self.req.butane, *butane]:
-            config = merge(config, translate_butane(text))
-        return validate(config, max_version=self.image.distro.ignition_version)
+        return compose_ignition(
+            self.base_ignition(),
+            [*self.req.ignition, *extra],
+            [*self.req.butane, *butane],
+            max_version=self.image.distro.ignition_version,
+        )
 
     # -- booting --------------------------------------------------------------------------------------
 
@@ -225,7 +173,7 @@ class MachineFactory:
             guest.private_address = net.address.split("/")[0] if net else None
             with self._lock:
                 self.machines.append(guest)
-                self._watch[name] = _Watch()
+                self._records[name] = MachineRecord(guest, ssh="no_ssh_key" not in self.req.flags)
             if "no_ssh_key" in self.req.flags:
                 return guest
             try:
@@ -248,50 +196,7 @@ class MachineFactory:
 
     def check(self, ignore: Sequence[str] = ()) -> list[ConsoleMatch]:
         """Scan what each machine printed since the last check, for panics, emergency shells, failed units."""
-        found: list[ConsoleMatch] = []
-        for guest in list(self.machines):
-            watch = self._watch[guest.name]
-            text = guest.console_text()
-            found += scan(text[watch.console_offset :], f"{guest.name} console", ignore=ignore)
-            watch.console_offset = len(text)
-            journal = self._fetch_journal(guest, watch)
-            if journal:
-                found += scan(journal, f"{guest.name} journal", ignore=ignore)
-        return found
-
-    def _fetch_journal(self, guest: GuestMachine, watch: _Watch) -> str:
-        if not guest.vm.is_running() or "no_ssh_key" in self.req.flags:
-            return ""
-        after = f" --after-cursor={shlex.quote(watch.journal_cursor)}" if watch.journal_cursor else ""
-        try:
-            result = guest.execute(
-                f"sudo journalctl --no-pager -o short-monotonic --show-cursor{after}", timeout=120.0
-            )
-        except RailyardError as exc:
-            log.warning("%s: could not read the journal: %s", guest.name, exc)
-            return ""
-        lines = result.stdout.splitlines()
-        if lines and lines[-1].startswith("-- cursor: "):
-            watch.journal_cursor = lines.pop()[len("-- cursor: ") :]
-        text = "\n".join(lines)
-        watch.journal_parts.append(text)
-        return text
-
-    def _journal_from_disk(self, guest: GuestMachine, watch: _Watch) -> list[str]:
-        """Stop a machine whose journal SSH could not read and read it from the machine's own disk."""
-        disk = guest.vm.disk_path()
-        if disk is None:
-            return []
-        guest.close()
-        try:
-            guest.vm.kill()
-            text = read_journal(disk)
-        except RailyardError as exc:
-            note = f"{guest.name}: no journal over SSH, nor from its disk: {exc}"
-            log.warning("%s", note)
-            return [note]
-        watch.journal_parts.append(f"-- read from the disk of {guest.name} after it stopped --\n{text}")
-        return [f"{guest.name}: SSH did not answer; its journal was read from its disk into journal.txt"]
+        return [match for guest in list(self.machines) for match in self._records[guest.name].check(ignore)]
 
     def finish(self, failed: bool) -> list[str]:
         """Write artifacts, then destroy the machines (or keep them on failure if asked). Returns notes."""
@@ -306,17 +211,8 @@ class MachineFactory:
     def _finish(self, failed: bool) -> list[str]:
         notes: list[str] = []
         for guest in list(self.machines):
-            workdir = guest.vm.spec.workdir
-            watch = self._watch[guest.name]
-            if failed and not watch.journal_parts:
-                self._fetch_journal(guest, watch)
             keep = failed and self.run.keep_on_failure
-            if failed and not watch.journal_parts and not keep:
-                notes += self._journal_from_disk(guest, watch)
-            if watch.journal_parts:
-                (workdir / "journal.txt").write_text("\n".join(watch.journal_parts) + "\n")
-            for fname, text in guest.vm.artifacts().items():
-                (workdir / fname).write_text(text)
+            notes += self._records[guest.name].save(failed, keep)
             guest.close()
             if failed and self.run.keep_on_failure:
                 self.run.platform.release(guest.vm)

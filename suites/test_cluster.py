@@ -2,7 +2,7 @@
 
 import pytest
 
-from harness.factory import hostname_for
+from harness.provisioning import hostname_for
 
 
 @pytest.mark.cluster(2)
