@@ -16,7 +16,7 @@ from harness.omaha_protocol import (
     RESULT_SUCCESS,
     RESULT_SUCCESS_REBOOT,
 )
-from harness.update_fixtures import BadPayload
+from harness.update_server import BadPayload
 
 pytestmark = [
     pytest.mark.channels("alpha", "beta", "stable", "lts"),

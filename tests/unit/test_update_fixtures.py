@@ -12,7 +12,7 @@ from harness.distros.railyard import RAILYARD_UPDATE_CONF
 from harness.errors import UpdateError
 from harness.ignition import merge, validate
 from harness.omaha_protocol import ERROR_INSTALL, RAILYARD_APP_ID
-from harness.update_fixtures import BadPayload, UpdateServer, make_ext4
+from harness.update_server import BadPayload, UpdateServer, make_ext4
 from harness.update_signing import generate_signing_key
 from tests.unit.test_omaha_agent import Guest
 
