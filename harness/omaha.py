@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import http.server
 import io
 import logging
 import re
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +30,7 @@ from types import MappingProxyType, TracebackType
 from typing import IO, Self
 
 from harness.errors import ConfigError, UpdateError
+from harness.omaha_http import PAYLOAD_PREFIX, UPDATE_PATH, OmahaHandler, OmahaHTTPServer
 from harness.omaha_protocol import (
     EVENT_DOWNLOAD_FINISHED,
     EVENT_DOWNLOAD_STARTED,
@@ -69,14 +68,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-UPDATE_PATH = "/v1/update/"
-PAYLOAD_PREFIX = "/payloads/"
 GUEST_HOST = (
     "127.0.0.1"  # a guest reaches the server through a reverse forward (GuestMachine.forward_host_service)
 )
 USER_NET_HOST = "10.0.2.2"  # the host as a QEMU user-net guest sees it, without a forward
 CHUNK = 1 << 20
-MAX_REQUEST_BYTES = 1 << 20
 
 EventPredicate = Callable[[OmahaEvent], bool]
 
@@ -148,144 +144,6 @@ class DownloadRecord:
     bytes_sent: int
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    server: _HTTPServer
-    protocol_version = "HTTP/1.1"
-    server_version = "railyard-omaha/1"
-
-    def log_message(self, format: str, *args: object) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
-
-    def do_POST(self) -> None:
-        path = urllib.parse.urlsplit(self.path).path
-        if path.rstrip("/") != UPDATE_PATH.rstrip("/"):
-            self._plain(404, f"no such endpoint {path}; the update URL is {UPDATE_PATH}\n")
-            return
-        length = int(self.headers.get("Content-Length") or 0)
-        if length <= 0 or length > MAX_REQUEST_BYTES:
-            self._plain(400, "an Omaha request needs a body of at most 1 MiB\n")
-            return
-        body = self.rfile.read(length)
-        try:
-            answer = self.server.omaha._answer(body, self.client_address[0], self.headers.get("Host"))
-        except UpdateError as exc:
-            self._plain(400, f"{exc}\n")
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", "application/xml; charset=utf-8")
-        self.send_header("Content-Length", str(len(answer)))
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(answer)
-        self.close_connection = True
-
-    def do_GET(self) -> None:
-        self._serve_payload(head=False)
-
-    def do_HEAD(self) -> None:
-        self._serve_payload(head=True)
-
-    def _plain(self, status: int, text: str, extra: Mapping[str, str] | None = None) -> None:
-        data = text.encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "text/plain; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Connection", "close")
-        for key, value in (extra or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-        self.close_connection = True
-
-    def _serve_payload(self, *, head: bool) -> None:
-        path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
-        method = "HEAD" if head else "GET"
-        range_header = self.headers.get("Range")
-        omaha = self.server.omaha
-        found = omaha._file_for(path)
-        if found is None:
-            self._plain(404, f"no payload at {path}\n")
-            omaha._record_download(self.client_address[0], method, path, range_header, 404, 0)
-            return
-        opener, size, interrupt_at = found
-        try:
-            selected = _parse_range(range_header, size)
-        except _RangeNotSatisfiable:
-            self._plain(
-                416,
-                f"range {range_header} is outside the {size} bytes\n",
-                {"Content-Range": f"bytes */{size}"},
-            )
-            omaha._record_download(self.client_address[0], method, path, range_header, 416, 0)
-            return
-        start, end = selected if selected is not None else (0, size - 1)
-        length = max(0, end - start + 1)
-        status = 206 if selected is not None else 200
-        self.send_response(status)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Accept-Ranges", "bytes")
-        self.send_header("Content-Length", str(length))
-        if selected is not None:
-            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.close_connection = True
-        sent = 0
-        if interrupt_at is not None and start < interrupt_at:
-            length = min(length, interrupt_at - start)  # the announced Content-Length stays the full one
-        if not head and length:
-            try:
-                with opener() as data:
-                    data.seek(start)
-                    while sent < length:
-                        chunk = data.read(min(CHUNK, length - sent))
-                        if not chunk:
-                            break
-                        self.wfile.write(chunk)
-                        sent += len(chunk)
-            except (BrokenPipeError, ConnectionResetError):
-                log.debug("%s stopped downloading %s after %d bytes", self.client_address[0], path, sent)
-        omaha._record_download(self.client_address[0], method, path, range_header, status, sent)
-
-
-class _RangeNotSatisfiable(Exception):
-    pass
-
-
-def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """The inclusive byte range of a single-range `Range` header; None to serve the whole file.
-
-    Raises _RangeNotSatisfiable for a well-formed range that lies outside the file. Several ranges, or a
-    header that is not a bytes range, are ignored (the whole file is served, as RFC 9110 allows).
-    """
-    if not header:
-        return None
-    match = re.fullmatch(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", header)
-    if match is None:
-        return None
-    first, last = match.groups()
-    if first == "" and last == "":
-        return None
-    if first == "":
-        suffix = int(last)
-        if suffix == 0 or size == 0:
-            raise _RangeNotSatisfiable
-        return max(0, size - suffix), size - 1
-    start = int(first)
-    if start >= size:
-        raise _RangeNotSatisfiable
-    end = size - 1 if last == "" else min(int(last), size - 1)
-    if end < start:
-        return None
-    return start, end
-
-
-class _HTTPServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    omaha: OmahaServer
-
-
 class OmahaServer:
     """An Omaha v3 server on 127.0.0.1. A context manager; `start()`/`stop()` work too.
 
@@ -313,7 +171,7 @@ class OmahaServer:
         self._events: list[OmahaEvent] = []
         self._requests: list[RequestRecord] = []
         self._downloads: list[DownloadRecord] = []
-        self._server: _HTTPServer | None = None
+        self._server: OmahaHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._counter = 0
 
@@ -322,7 +180,7 @@ class OmahaServer:
     def start(self) -> Self:
         if self._server is not None:
             return self
-        server = _HTTPServer((self._host, self._port), _Handler)
+        server = OmahaHTTPServer((self._host, self._port), OmahaHandler)
         server.omaha = self
         self._server = server
         self._thread = threading.Thread(
