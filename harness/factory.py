@@ -17,11 +17,12 @@ from harness.admission import BootSlot
 from harness.consolecheck import ConsoleMatch
 from harness.errors import BootError, ConfigError, RailyardError
 from harness.ignition import merge
+from harness.image_choice import ImageChoice
 from harness.l2hub import L2Hub
 from harness.machine import GuestMachine
 from harness.provisioning import base_ignition, compose_ignition, private_net_ignition
 from harness.records import MachineRecord
-from harness.run import ImageChoice, Run
+from harness.run import Run
 from harness.targets import Requirements
 from platforms.base import MachineSpec, PrivateNet
 

@@ -17,9 +17,10 @@ from harness.consolecheck import describe, split_starvation
 from harness.distros import known_distros
 from harness.errors import ConfigError, ConsoleCheckError, WaitTimeout
 from harness.factory import MachineFactory, safe_name
+from harness.image_choice import ImageChoice
 from harness.machine import GuestMachine
 from harness.registry import load_platform, platform_names
-from harness.run import ImageChoice, Run
+from harness.run import Run
 from harness.shape import add_shape_options
 from harness.targets import MARKERS, Requirements, Target, channels_for, requirements_from_marks, skip_reason
 

@@ -1,4 +1,4 @@
-"""Run-wide state: run id, output directory, platform, images per channel, SSH key, boot admission."""
+"""Run-wide state: run id, output directory, platform, SSH key, machine shape and boot admission."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import os
 import secrets
 import shutil
 import threading
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -19,26 +18,15 @@ import pytest
 from harness import shape
 from harness.acceleration import Acceleration, Timeouts
 from harness.admission import BootSlots
-from harness.distros import Distro, get_distro
-from harness.errors import ConfigError, RailyardError
+from harness.distros import get_distro
+from harness.errors import RailyardError
+from harness.image_choice import ImageChoice, check_image, resolve_image
 from harness.registry import load_platform
 from harness.ssh import KeyPair, generate_keypair
-from images.metadata import ImageMetadata, read_metadata
+from images.metadata import read_metadata
 from platforms.base import GarbageRequest, Platform, PlatformContext
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ImageChoice:
-    path: Path
-    metadata: ImageMetadata | None
-    distro: Distro
-    channel: str
-
-    @property
-    def version(self) -> str | None:
-        return self.metadata.version if self.metadata else None
 
 
 # Under TCG a machine waits for others to end: as long as a long test can take (several update cycles).
@@ -71,7 +59,7 @@ class Run:
         self.keep_artifacts: bool = _opt(config, "keep_artifacts")
         self.run_channels: list[str] | None = _opt(config, "railyard_channels")
         explicit = _opt(config, "railyard_image")
-        self.explicit_image: Path | None = _check_image(Path(explicit)) if explicit else None
+        self.explicit_image: Path | None = check_image(Path(explicit)) if explicit else None
         self.explicit_distro: str | None = _opt(config, "railyard_distro")
         if self.explicit_distro:
             get_distro(self.explicit_distro)
@@ -134,30 +122,17 @@ class Run:
         return self.explicit_image is None
 
     def image_for(self, channel: str) -> ImageChoice:
+        """The image machines of `channel` boot (resolved once per channel; the default image is built)."""
         with self._image_lock:
             if channel not in self._images:
-                self._images[channel] = self._resolve_image(channel)
-            return self._images[channel]
-
-    def _resolve_image(self, channel: str) -> ImageChoice:
-        if self.explicit_image is not None:
-            meta = self.explicit_metadata
-            distro_name = self.explicit_distro or (meta.distro if meta else None)
-            if distro_name is None:
-                raise ConfigError(
-                    f"{self.explicit_image} has no Railyard metadata: say which OS it is with --distro "
-                    f"(flatcar, fcos or railyard)"
+                self._images[channel] = resolve_image(
+                    channel,
+                    explicit=self.explicit_image,
+                    metadata=self.explicit_metadata,
+                    distro=self.explicit_distro,
+                    local=self.platform_cls.uses_local_image,
                 )
-            return ImageChoice(self.explicit_image, meta, get_distro(distro_name), channel)
-        if not self.platform_cls.uses_local_image:
-            # The platform finds its own image (by its options and the channel); no local build.
-            return ImageChoice(Path(), None, get_distro(self.explicit_distro or "flatcar"), channel)
-        from images.build import ensure_image
-
-        built = ensure_image(channel=channel)
-        meta = read_metadata(built.path)
-        distro_name = self.explicit_distro or (meta.distro if meta else "railyard")
-        return ImageChoice(built.path, meta, get_distro(distro_name), channel)
+            return self._images[channel]
 
     # -- platform, key, admission ----------------------------------------------------------------------
 
@@ -253,18 +228,3 @@ class Run:
                 log.warning("left by a killed process of this run: %s", line)
         except RailyardError as exc:
             log.warning("could not collect what killed processes of this run left: %s", exc)
-
-
-def _check_image(path: Path) -> Path:
-    path = path.expanduser().absolute()
-    if not path.exists():
-        raise ConfigError(f"--image {path}: no such file")
-    if not path.is_file():
-        raise ConfigError(f"--image {path}: not a regular file")
-    if not os.access(path, os.R_OK):
-        raise ConfigError(f"--image {path}: not readable by this user")
-    with path.open("rb") as f:
-        head = f.read(4)
-    if head != b"QFI\xfb" and path.stat().st_size < 1 << 20:
-        raise ConfigError(f"--image {path}: neither a qcow2 image nor a raw disk of plausible size")
-    return path
