@@ -10,7 +10,7 @@ import hashlib
 import logging
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 PACKAGE_DIR = Path(__file__).resolve().parent
 OVERLAY_DIR = PACKAGE_DIR / "overlay"
 DRACUT_DIR = PACKAGE_DIR / "dracut"
+AGENT_DIR = PACKAGE_DIR / "agent"
 TREE_RECIPE_VERSION = "1"
 
 # Where the image keeps its own dracut inputs inside /usr (so a guest can rebuild its initrd).
@@ -61,13 +62,19 @@ PRUNED_MODULE_DIRS: tuple[str, ...] = (
     "net/bluetooth",
 )
 
-# Files of the overlay that must be executable or have a special mode.
+# Files of the overlay (or INSTALLED_FILES) that must be executable or have a special mode.
 OVERLAY_MODES: dict[str, int] = {
     "usr/bin/railyard-slot": 0o755,
     "usr/bin/railyard-update": 0o755,
     "usr/lib/railyard/update-agent": 0o755,
     "usr/lib/railyard/health-check": 0o755,
     "etc/sudoers.d/railyard": 0o440,
+}
+
+# Files of the tree that come from the package rather than the overlay (path in the tree -> source):
+# Python programs kept as modules here, so that ruff and mypy check them. Installed after the overlay.
+INSTALLED_FILES: dict[str, Path] = {
+    "usr/lib/railyard/update-agent": AGENT_DIR / "update_agent.py",
 }
 
 # Units a test machine does not need; each costs boot time under emulation.
@@ -134,6 +141,8 @@ def customisation_hash() -> str:
     digest = hashlib.sha256()
     digest.update(TREE_RECIPE_VERSION.encode())
     digest.update(tree_hash(OVERLAY_DIR).encode())
+    for rel, src in sorted(INSTALLED_FILES.items()):
+        digest.update(rel.encode() + b"\0" + src.read_bytes() + b"\0")
     digest.update(repr((sorted(OVERLAY_MODES.items()), MASKED_UNITS, STATIC_LINKS)).encode())
     return digest.hexdigest()[:16]
 
@@ -262,11 +271,23 @@ def copy_overlay(overlay: Path, root: Path) -> None:
         if src.is_dir():
             dest.mkdir(mode=0o755, parents=True, exist_ok=True)
             continue
-        if dest.is_symlink() or dest.exists():
-            dest.unlink()
-        shutil.copyfile(src, dest)
-        os.chown(dest, 0, 0)
-        dest.chmod(OVERLAY_MODES.get(rel, 0o644))
+        _install_file(src, dest, OVERLAY_MODES.get(rel, 0o644))
+
+
+def install_files(root: Path, files: Mapping[str, Path] = INSTALLED_FILES) -> None:
+    """Install the files that live outside the overlay (INSTALLED_FILES), with their OVERLAY_MODES."""
+    for rel, src in sorted(files.items()):
+        dest = root / rel
+        dest.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        _install_file(src, dest, OVERLAY_MODES.get(rel, 0o644))
+
+
+def _install_file(src: Path, dest: Path, mode: int) -> None:
+    if dest.is_symlink() or dest.exists():
+        dest.unlink()
+    shutil.copyfile(src, dest)
+    os.chown(dest, 0, 0)
+    dest.chmod(mode)
 
 
 def os_release(channel: str, version: str, build_key: str, debian_version: str) -> str:
@@ -297,6 +318,7 @@ def customise(tree: PreparedTree, channel: str, version: str, build_key: str, si
     """
     root = tree.root
     copy_overlay(OVERLAY_DIR, root)
+    install_files(root)
     key_file = tree.usr / SIGNING_KEY_IN_USR
     key_file.parent.mkdir(parents=True, exist_ok=True)
     key_file.write_text(signing_key.strip() + "\n")

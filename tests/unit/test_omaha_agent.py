@@ -2,8 +2,6 @@
 
 import gzip
 import hashlib
-import importlib.machinery
-import importlib.util
 import json
 import os
 import shutil
@@ -26,26 +24,15 @@ from harness.omaha_protocol import (
     RAILYARD_APP_ID,
 )
 from harness.update_signing import generate_signing_key, sign_payload
+from images.agent import update_agent as agent_module
 
-REPO = Path(__file__).resolve().parents[2]
-AGENT = REPO / "images/overlay/usr/lib/railyard/update-agent"
+AGENT = Path(agent_module.__file__)  # installed in the image as /usr/lib/railyard/update-agent
 MACHINE_ID = "5eb1e5b0c0de4c0ffee0123456789abc"
 
 pytestmark = pytest.mark.skipif(
     shutil.which("ssh-keygen") is None, reason="needs ssh-keygen (openssh-client)"
 )
 
-
-def load_agent():
-    loader = importlib.machinery.SourceFileLoader("railyard_update_agent", str(AGENT))
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[loader.name] = module
-    loader.exec_module(module)
-    return module
-
-
-agent_module = load_agent()
 
 FAKE_SLOT_TOOL = textwrap.dedent(
     """\
