@@ -27,7 +27,7 @@ from harness.ssh import generate_keypair
 from images.build import default_cache_dir, ensure_image
 from platforms.base import MachineSpec, PlatformContext
 from platforms.qemu import QemuPlatform
-from platforms.qemu_command import accel_args
+from platforms.qemu.command import accel_args
 
 TARGET_FIRST_BOOT = 40.0
 TARGET_REBOOT = 25.0

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from platforms.aws_naming import TAG_CREATED, TAG_RUN
+from platforms.aws.naming import TAG_CREATED, TAG_RUN
 from platforms.base import GarbageRequest
 from platforms.cloud import iso_utc, utc_now
 from tests.aws.conftest import BUCKET, RUN_ID, ignition_json, platform_context

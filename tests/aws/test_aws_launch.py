@@ -12,8 +12,8 @@ import pytest
 
 from harness.errors import BootError, ConfigError, PlatformError
 from harness.ignition import validate
-from platforms.aws_naming import TAG_CREATED, TAG_RUN, TAG_TEST, tag_dict
-from platforms.aws_userdata import USER_DATA_LIMIT
+from platforms.aws.naming import TAG_CREATED, TAG_RUN, TAG_TEST, tag_dict
+from platforms.aws.userdata import USER_DATA_LIMIT
 from platforms.cloud import parse_created
 from tests.aws.conftest import BUCKET, RUN_ID, SSH_CIDR, SSH_KEY, ignition_json
 

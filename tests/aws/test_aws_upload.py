@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import ConfigError
-from platforms.aws_naming import TAG_CREATED, TAG_IMAGE, TAG_RUN, tag_dict, tag_list
+from platforms.aws.naming import TAG_CREATED, TAG_IMAGE, TAG_RUN, tag_dict, tag_list
 from platforms.base import UploadRequest
 from tests.aws.conftest import BUCKET
 
@@ -57,8 +57,8 @@ def write_metadata(disk: Path, firmware: str) -> None:
 @pytest.fixture
 def uploader(aws, aws_options):
     """(clients, settings, register-image calls) with RegisterImage's parameters recorded."""
-    from platforms.aws_clients import make_clients
-    from platforms.aws_settings import settings_from
+    from platforms.aws.clients import make_clients
+    from platforms.aws.settings import settings_from
 
     aws.make_bucket()
     settings = settings_from({**aws_options, "aws_bucket": BUCKET})
@@ -77,7 +77,7 @@ def request(disk: Path, name: str = "railyard-stable-1.2.3") -> UploadRequest:
 
 
 def test_upload_puts_the_raw_disk_in_s3_and_registers_a_uefi_ena_image(aws, uploader, disk):
-    from platforms.aws_upload import upload_image
+    from platforms.aws.upload import upload_image
 
     clients, settings, calls = uploader
     write_metadata(disk, "uefi")
@@ -113,7 +113,7 @@ def test_upload_puts_the_raw_disk_in_s3_and_registers_a_uefi_ena_image(aws, uplo
 
 
 def test_bios_image_registers_legacy_bios(uploader, disk):
-    from platforms.aws_upload import upload_image
+    from platforms.aws.upload import upload_image
 
     clients, settings, calls = uploader
     write_metadata(disk, "bios")
@@ -122,7 +122,7 @@ def test_bios_image_registers_legacy_bios(uploader, disk):
 
 
 def test_no_metadata_means_uefi(uploader, disk):
-    from platforms.aws_upload import upload_image
+    from platforms.aws.upload import upload_image
 
     clients, settings, calls = uploader
     upload_image(clients, settings, request(disk), VolumeSnapshotImporter(clients))
@@ -130,7 +130,7 @@ def test_no_metadata_means_uefi(uploader, disk):
 
 
 def test_failed_registration_leaves_no_snapshot_and_no_object(aws, uploader, disk):
-    from platforms.aws_upload import upload_image
+    from platforms.aws.upload import upload_image
 
     clients, settings, _ = uploader
 
@@ -150,7 +150,7 @@ def test_failed_registration_leaves_no_snapshot_and_no_object(aws, uploader, dis
 
 
 def test_existing_name_is_refused_before_uploading(aws, uploader, disk):
-    from platforms.aws_upload import upload_image
+    from platforms.aws.upload import upload_image
 
     clients, settings, _ = uploader
     aws.register_ami("railyard-stable-1.2.3")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from harness.cli import main
 from platforms.azure import AzurePlatform
-from platforms.azure_naming import TAG_CREATED, TAG_RUN, iso_utc
+from platforms.azure.naming import TAG_CREATED, TAG_RUN, iso_utc
 from platforms.base import GarbageRequest
 
 

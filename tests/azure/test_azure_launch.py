@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from harness.errors import ConfigError, PlatformError
-from platforms.azure_naming import TAG_CREATED, TAG_MACHINE, TAG_RUN, TAG_TEST
+from platforms.azure.naming import TAG_CREATED, TAG_MACHINE, TAG_RUN, TAG_TEST
 from tests.azure.conftest import SSH_CIDR, SSH_KEY, ignition_json, machine_spec
 from tests.azure.fake_arm import CLIENT_SECRET, FakeArm
 

@@ -10,7 +10,7 @@ import pytest
 
 from harness.cli import main
 from platforms.azure import AzurePlatform
-from platforms.azure_vhd import MIB
+from platforms.azure.vhd import MIB
 from platforms.base import UploadRequest
 
 pytestmark = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="needs qemu-img")

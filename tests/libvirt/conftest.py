@@ -109,7 +109,7 @@ def vm_budget() -> Iterator[object]:
 
 def railyard_domains(uri: str) -> list[tuple[str, object]]:
     """(name, owner record) of every Railyard domain on `uri`, running or not."""
-    from platforms.libvirt_gc import domain_owner
+    from platforms.libvirt.gc import domain_owner
 
     conn = libvirt.open(uri)
     try:

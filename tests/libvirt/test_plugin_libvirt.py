@@ -218,7 +218,7 @@ def test_domain_xml_is_accepted_by_libvirt(hypervisors):
     from harness.acceleration import Acceleration
     from platforms.base import MachineSpec
     from platforms.libvirt import _firmware
-    from platforms.libvirt_xml import DomainFiles, OwnerRecord, domain_xml
+    from platforms.libvirt.xml import DomainFiles, OwnerRecord, domain_xml
 
     spec = MachineSpec(name="xml-check", image=Path("/nonexistent"), ignition=json.dumps({}),
                        ignition_fw_cfg="opt/com.coreos/config", workdir=Path("/nonexistent"))  # fmt: skip

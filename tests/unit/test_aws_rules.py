@@ -10,7 +10,7 @@ import pytest
 
 from harness.errors import ConfigError, PlatformError
 from harness.ignition import validate
-from platforms.aws_naming import (
+from platforms.aws.naming import (
     TAG_CREATED,
     TAG_RUN,
     TAG_TEST,
@@ -24,8 +24,8 @@ from platforms.aws_naming import (
     tag_specifications,
     tag_value,
 )
-from platforms.aws_settings import check_ssh_cidr, settings_from
-from platforms.aws_userdata import (
+from platforms.aws.settings import check_ssh_cidr, settings_from
+from platforms.aws.userdata import (
     USER_DATA_LIMIT,
     ignition_version,
     key_material,
@@ -221,7 +221,7 @@ def client_error(code: str, message: str = "m"):
     ],
 )
 def test_aws_errors_say_what_to_do(code, expected):
-    from platforms.aws_clients import aws_errors
+    from platforms.aws.clients import aws_errors
 
     with pytest.raises(PlatformError, match=f"starting m1: .*{expected}"), aws_errors("starting m1"):
         raise client_error(code)
@@ -230,14 +230,14 @@ def test_aws_errors_say_what_to_do(code, expected):
 def test_missing_credentials_say_where_to_put_them():
     from botocore.exceptions import NoCredentialsError
 
-    from platforms.aws_clients import aws_errors
+    from platforms.aws.clients import aws_errors
 
     with pytest.raises(PlatformError, match=r"no usable AWS credentials.*AWS_ACCESS_KEY_ID"), aws_errors("x"):
         raise NoCredentialsError()
 
 
 def test_other_errors_pass_through():
-    from platforms.aws_clients import aws_errors
+    from platforms.aws.clients import aws_errors
 
     with pytest.raises(KeyError), aws_errors("x"):
         raise KeyError("k")

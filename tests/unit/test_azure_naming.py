@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import ConfigError
-from platforms.azure_naming import (
+from platforms.azure.naming import (
     CUSTOM_DATA_MAX_BYTES,
     TAG_CREATED,
     TAG_MACHINE,
@@ -27,8 +27,8 @@ from platforms.azure_naming import (
     ssh_public_keys,
     vm_name,
 )
-from platforms.azure_settings import check_ssh_cidr, settings_from
-from platforms.azure_vhd import MIB, aligned_size, vhd_commands
+from platforms.azure.settings import check_ssh_cidr, settings_from
+from platforms.azure.vhd import MIB, aligned_size, vhd_commands
 from platforms.cloud import parse_created
 
 

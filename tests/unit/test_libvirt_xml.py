@@ -11,9 +11,9 @@ import pytest
 from harness.acceleration import Acceleration
 from harness.errors import ConfigError
 from platforms.base import MachineSpec, PrivateNet
-from platforms.libvirt_gc import owner_alive, pid_start_time, why_garbage
-from platforms.libvirt_storage import parse_uri
-from platforms.libvirt_xml import (
+from platforms.libvirt.gc import owner_alive, pid_start_time, why_garbage
+from platforms.libvirt.storage import parse_uri
+from platforms.libvirt.xml import (
     METADATA_NS,
     QEMU_NS,
     DomainFiles,

@@ -9,7 +9,7 @@ from harness.acceleration import Acceleration, Timeouts
 from harness.errors import ConfigError, PlatformError
 from platforms.base import MachineSpec, PlatformContext, PrivateNet
 from platforms.qemu import QemuPlatform
-from platforms.qemu_command import (
+from platforms.qemu.command import (
     Firmware,
     QemuPaths,
     forwarded_port,
@@ -17,7 +17,7 @@ from platforms.qemu_command import (
     qemu_command,
     socket_path_fits,
 )
-from platforms.qemu_process import OWNER_FILE, SOCKET_DIR_FILE, gc_socket_dirs, gc_stale_runtime, write_owner
+from platforms.qemu.process import OWNER_FILE, SOCKET_DIR_FILE, gc_socket_dirs, gc_stale_runtime, write_owner
 
 TCG = Acceleration("tcg", "test")
 KVM = Acceleration("kvm", "test")

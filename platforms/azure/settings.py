@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from harness.errors import ConfigError
-from platforms.azure_naming import DEFAULT_IMAGE
+from platforms.azure.naming import DEFAULT_IMAGE
 
 DEFAULT_VM_SIZE = "Standard_D2s_v5"
 DEFAULT_OPERATION_TIMEOUT = 900.0

@@ -1,7 +1,7 @@
 """The libvirt platform: machines as persistent domains on one or more hypervisors, driven by libvirt-python.
 
-The domain XML comes from the pure `domain_xml` (platforms.libvirt_xml); disks, the Ignition config and the
-console log are storage volumes (platforms.libvirt_storage), so a remote hypervisor works like a local one.
+The domain XML comes from the pure `domain_xml` (platforms.libvirt.xml); disks, the Ignition config and the
+console log are storage volumes (platforms.libvirt.storage), so a remote hypervisor works like a local one.
 Machines are spread round-robin over the `--libvirt-uri`s; an xdist worker starts at its own offset, so two
 workers with two URIs begin on different hypervisors. Every domain records its owner process in its
 `<metadata>`: `close()` removes what this process created, `railyard gc --platform=libvirt` what a killed one
@@ -36,8 +36,8 @@ from platforms.base import (
     PlatformContext,
     SSHEndpoint,
 )
-from platforms.libvirt_gc import collect_on, pid_start_time, remove_domain, volume_names
-from platforms.libvirt_storage import (
+from platforms.libvirt.gc import collect_on, pid_start_time, remove_domain, volume_names
+from platforms.libvirt.storage import (
     DEFAULT_POOL,
     HypervisorAddress,
     base_volume,
@@ -49,14 +49,14 @@ from platforms.libvirt_storage import (
     pool_directory,
     read_volume,
 )
-from platforms.libvirt_xml import (
+from platforms.libvirt.xml import (
     DomainFiles,
     LibvirtFirmware,
     OwnerRecord,
     domain_name,
     domain_xml,
 )
-from platforms.qemu_command import FIRMWARE_CHOICES, OVMF_CODE, OVMF_VARS, forwarded_port
+from platforms.qemu.command import FIRMWARE_CHOICES, OVMF_CODE, OVMF_VARS, forwarded_port
 
 __all__ = ["LibvirtMachine", "LibvirtPlatform", "domain_xml"]
 

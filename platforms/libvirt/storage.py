@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 from filelock import FileLock
 
 from harness.errors import ConfigError, ImageError, PlatformError
-from platforms.libvirt_xml import pool_xml, volume_xml
+from platforms.libvirt.xml import pool_xml, volume_xml
 
 log = logging.getLogger(__name__)
 

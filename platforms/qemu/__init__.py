@@ -1,6 +1,6 @@
 """The local QEMU platform: one QEMU process per machine, controlled over QMP.
 
-The command line comes from the pure `qemu_command` (platforms.qemu_command). Disposable runtime files (overlay
+The command line comes from the pure `qemu_command` (platforms.qemu.command). Disposable runtime files (overlay
 disk, UEFI vars, QMP socket, pidfiles) live in `spec.workdir/runtime-*/`, which destroy removes (and `railyard
 gc` after a crash); the console log, the Ignition config, QEMU's own log and the command line stay in
 `spec.workdir`. When the workdir is too deep for a unix socket path, the QMP socket goes to a short temp dir.
@@ -36,7 +36,7 @@ from platforms.base import (
     PlatformContext,
     SSHEndpoint,
 )
-from platforms.qemu_command import (
+from platforms.qemu.command import (
     OVMF_CODE,
     OVMF_VARS,
     QEMU_BINARY,
@@ -48,7 +48,7 @@ from platforms.qemu_command import (
     qemu_command,
     socket_path_fits,
 )
-from platforms.qemu_process import (
+from platforms.qemu.process import (
     RUNTIME_PREFIX,
     SOCKET_DIR_PREFIX,
     ProcessLauncher,

@@ -1,6 +1,6 @@
 """The Azure platform: machines are Azure VMs that get the Ignition config as custom data.
 
-Resources live in one resource group per platform instance (see platforms.azure_launch for the layout); every
+Resources live in one resource group per platform instance (see platforms.azure.launch for the layout); every
 resource is tagged with the run id, its creation time and the test it serves, so `railyard gc --platform=azure`
 deletes what a crashed run leaked. The SDK (azure-mgmt-*, azure-identity) is imported only when used.
 """
@@ -20,9 +20,9 @@ from typing import Any, ClassVar
 
 from harness.errors import ConfigError, PlatformError
 from images.metadata import read_metadata
-from platforms.azure_clients import AzureClients, azure_errors, wait
-from platforms.azure_launch import Launched, RunGroup, VMRequest, launch, teardown
-from platforms.azure_naming import (
+from platforms.azure.clients import AzureClients, azure_errors, wait
+from platforms.azure.launch import Launched, RunGroup, VMRequest, launch, teardown
+from platforms.azure.naming import (
     TAG_CREATED,
     TAG_RUN,
     MachineNames,
@@ -34,8 +34,8 @@ from platforms.azure_naming import (
     ssh_public_keys,
     vm_name,
 )
-from platforms.azure_settings import AzureSettings, add_options, check_ssh_cidr, settings_from
-from platforms.azure_vhd import BlobUploader, RestPageBlobUploader, convert_to_vhd, fetch_text
+from platforms.azure.settings import AzureSettings, add_options, check_ssh_cidr, settings_from
+from platforms.azure.vhd import BlobUploader, RestPageBlobUploader, convert_to_vhd, fetch_text
 from platforms.base import (
     CAP_HOST_SERVICES,
     GarbageRequest,

@@ -15,8 +15,8 @@ from typing import Any
 
 from harness.errors import PlatformError
 from platforms.base import GarbageRequest
-from platforms.libvirt_storage import BASE_PREFIX, delete_volume
-from platforms.libvirt_xml import DOMAIN_PREFIX, METADATA_NS, OwnerRecord, parse_owner
+from platforms.libvirt.storage import BASE_PREFIX, delete_volume
+from platforms.libvirt.xml import DOMAIN_PREFIX, METADATA_NS, OwnerRecord, parse_owner
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from harness.errors import ImageError, PlatformError
-from platforms.azure_clients import transport_kwargs
-from platforms.azure_settings import AzureSettings
+from platforms.azure.clients import transport_kwargs
+from platforms.azure.settings import AzureSettings
 
 if TYPE_CHECKING:
     from azure.core import PipelineClient

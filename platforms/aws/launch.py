@@ -13,17 +13,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from harness.errors import ConfigError, PlatformError, WaitTimeout
-from platforms.aws_cleanup import CleanupStack, Undo
-from platforms.aws_clients import AwsClients, aws_errors, error_code, is_not_found, wait
-from platforms.aws_naming import (
+from platforms.aws.cleanup import CleanupStack, Undo
+from platforms.aws.clients import AwsClients, aws_errors, error_code, is_not_found, wait
+from platforms.aws.naming import (
     ami_name_pattern,
     image_filters,
     newest_image,
     s3_tagging,
     tag_specifications,
 )
-from platforms.aws_settings import AwsSettings
-from platforms.aws_userdata import key_material
+from platforms.aws.settings import AwsSettings
+from platforms.aws.userdata import key_material
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2.type_defs import InstanceTypeDef, RunInstancesRequestTypeDef

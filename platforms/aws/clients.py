@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from harness.errors import ConfigError, PlatformError, WaitTimeout
-from platforms.aws_settings import AwsSettings
+from platforms.aws.settings import AwsSettings
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client

@@ -3,7 +3,7 @@
 Per platform instance (one per pytest process, so one per xdist worker) a security group that lets SSH in from
 --aws-ssh-cidr only and a key pair holding the run's SSH public key are made at the first boot and deleted by
 `close()`. Per machine: the instance (its volumes and network interface go with it) and, for a config over
-EC2's 16 KiB user-data limit, an S3 object the user data points at (see platforms.aws_userdata). Everything is
+EC2's 16 KiB user-data limit, an S3 object the user data points at (see platforms.aws.userdata). Everything is
 tagged `railyard-run`, `railyard-test` and `railyard-created`, so `railyard gc --platform=aws` finds what a
 crashed run leaked. boto3 is imported only when a request is made.
 """
@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from harness.errors import BootError, ConfigError, PlatformError
-from platforms.aws_cleanup import CleanupStack
-from platforms.aws_clients import AwsClients, aws_errors, make_clients, wait
-from platforms.aws_gc import DEFAULT_GC_AGE, collect_garbage
-from platforms.aws_launch import (
+from platforms.aws.cleanup import CleanupStack
+from platforms.aws.clients import AwsClients, aws_errors, make_clients, wait
+from platforms.aws.gc import DEFAULT_GC_AGE, collect_garbage
+from platforms.aws.launch import (
     InstanceRequest,
     create_security_group,
     describe_instance,
@@ -37,10 +37,10 @@ from platforms.aws_launch import (
     run_instance,
     terminate_instances,
 )
-from platforms.aws_naming import S3_PREFIX, resource_name, run_tags
-from platforms.aws_settings import AwsSettings, add_options, settings_from
-from platforms.aws_upload import Ec2SnapshotImporter, SnapshotImporter, upload_image
-from platforms.aws_userdata import ignition_version, plan_user_data, pointer_config, ssh_public_keys
+from platforms.aws.naming import S3_PREFIX, resource_name, run_tags
+from platforms.aws.settings import AwsSettings, add_options, settings_from
+from platforms.aws.upload import Ec2SnapshotImporter, SnapshotImporter, upload_image
+from platforms.aws.userdata import ignition_version, plan_user_data, pointer_config, ssh_public_keys
 from platforms.base import (
     CAP_HOST_SERVICES,
     GarbageRequest,

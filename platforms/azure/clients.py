@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from harness.errors import PlatformError
-from platforms.azure_settings import AzureSettings
+from platforms.azure.settings import AzureSettings
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Protocol
 
 from harness.errors import ConfigError, ImageError, PlatformError, WaitTimeout
 from images.metadata import read_metadata
-from platforms.aws_cleanup import CleanupStack, Undo
-from platforms.aws_clients import AwsClients, aws_errors, wait
-from platforms.aws_launch import delete_object, delete_snapshot
-from platforms.aws_naming import (
+from platforms.aws.cleanup import CleanupStack, Undo
+from platforms.aws.clients import AwsClients, aws_errors, wait
+from platforms.aws.launch import delete_object, delete_snapshot
+from platforms.aws.naming import (
     S3_PREFIX,
     TAG_IMAGE,
     TAG_RUN,
@@ -35,7 +35,7 @@ from platforms.aws_naming import (
     tag_specifications,
     tag_value,
 )
-from platforms.aws_settings import AwsSettings
+from platforms.aws.settings import AwsSettings
 from platforms.base import UploadRequest
 from platforms.cloud import utc_now
 

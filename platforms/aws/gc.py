@@ -17,16 +17,16 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from harness.errors import RailyardError
-from platforms.aws_clients import AwsClients, aws_errors, is_not_found
-from platforms.aws_launch import (
+from platforms.aws.clients import AwsClients, aws_errors, is_not_found
+from platforms.aws.launch import (
     delete_key_pair,
     delete_object,
     delete_security_group,
     delete_snapshot,
     terminate_instances,
 )
-from platforms.aws_naming import S3_PREFIX, TAG_CREATED, TAG_RUN, is_old, tag_dict
-from platforms.aws_settings import AwsSettings
+from platforms.aws.naming import S3_PREFIX, TAG_CREATED, TAG_RUN, is_old, tag_dict
+from platforms.aws.settings import AwsSettings
 from platforms.cloud import utc_now
 
 if TYPE_CHECKING:

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from harness.errors import PlatformError
-from platforms.azure_clients import AzureClients, azure_errors, is_not_found, wait
-from platforms.azure_naming import ImageRef, MachineNames, MarketplaceImage
+from platforms.azure.clients import AzureClients, azure_errors, is_not_found, wait
+from platforms.azure.naming import ImageRef, MachineNames, MarketplaceImage
 
 if TYPE_CHECKING:
     from azure.mgmt.compute.models import VirtualMachine
