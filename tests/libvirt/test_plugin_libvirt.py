@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -211,6 +212,41 @@ def test_gc_removes_what_a_killed_run_left(pytester, hypervisors, vm_budget):
     assert owned_by(proc.pid, hypervisors.uris) == []
     assert_gone(uri, name)
     assert not nvram.exists(), f"NVRAM {nvram} was left behind"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_run_stopped_mid_boot_removes_its_domain_and_volumes(pytester, hypervisors, vm_budget, sig):
+    """What a CI system's cancel (SIGTERM) or a closed terminal (SIGHUP) does: the run ends as on Ctrl-C, and
+    within 30 s its domain, NVRAM and volumes are gone."""
+    pytester.makepyfile(test_boot="def test_boot(machine):\n    pass\n")
+    out = pytester.path / "out"
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--output-dir", str(out), "--platform=libvirt",
+            f"--libvirt-uri={hypervisors.system}", "test_boot.py"]  # fmt: skip
+    with vm_budget(1):
+        proc = subprocess.Popen(
+            argv, cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 3600  # it may wait for a machine slot first
+            while not (started := owned_by(proc.pid, [hypervisors.system])) or not all(
+                libvirt.open(u).lookupByName(n).isActive() for u, n in started
+            ):
+                assert proc.poll() is None, proc.communicate()[0].decode()
+                assert time.monotonic() < deadline, "no domain started"
+                time.sleep(0.5)
+            [(uri, name)] = started
+            nvram = nvram_path(uri, name)
+            proc.send_signal(sig)
+            output = proc.communicate(timeout=30)[0].decode()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, output
+    assert owned_by(proc.pid, hypervisors.uris) == []
+    assert_gone(uri, name)
+    assert nvram is None or not nvram.exists(), f"NVRAM {nvram} was left behind"
 
 
 def test_domain_xml_is_accepted_by_libvirt(hypervisors):
