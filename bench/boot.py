@@ -22,10 +22,11 @@ from pathlib import Path
 
 from harness.acceleration import Timeouts, detect
 from harness.distros import get_distro
+from harness.ignition import IgnitionConfig
 from harness.machine import GuestMachine
 from harness.ssh import generate_keypair
 from images.build import default_cache_dir, ensure_image
-from platforms.base import MachineSpec, PlatformContext
+from platforms.base import FirstBootConfig, MachineSpec, PlatformContext
 from platforms.qemu import QemuPlatform
 from platforms.qemu.command import accel_args
 
@@ -95,9 +96,8 @@ def image_boots(accel_name: str, workdir: Path) -> tuple[float, float]:
     built = ensure_image()
     distro = get_distro("railyard")
     keys = generate_keypair(workdir)
-    ignition = (
-        '{"ignition":{"version":"3.3.0"},"passwd":{"users":[{"name":"core","groups":["sudo"],'
-        f'"sshAuthorizedKeys":["{keys.public_line}"]}}]}}}}'
+    ignition = FirstBootConfig.render(
+        IgnitionConfig().add_user("core", ssh_keys=[keys.public_line], groups=["sudo"]).to_dict()
     )
     ctx = PlatformContext("bench", workdir, accel, timeouts, {})
     platform = QemuPlatform(ctx)

@@ -24,7 +24,7 @@ from harness.provisioning import base_ignition, compose_ignition, private_net_ig
 from harness.records import MachineRecord
 from harness.run import Run
 from harness.targets import Requirements
-from platforms.base import MachineSpec, PrivateNet
+from platforms.base import FirstBootConfig, MachineSpec, PrivateNet
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +142,8 @@ class MachineFactory:
         workdir.mkdir(parents=True, exist_ok=True)
         if net is not None:
             config = merge(config, private_net_ignition(net, name, self.image.distro.ignition_version))
-        rendered = json.dumps(config, indent=2)
-        (workdir / "ignition.json").write_text(rendered + "\n")
+        rendered = FirstBootConfig.render(config)
+        (workdir / "ignition.json").write_text(rendered.text + "\n")
         if self.image.metadata is not None:  # what the image was built from (kernel, systemd, Ignition...)
             (workdir / "image.json").write_text(json.dumps(self.image.metadata.to_dict(), indent=2) + "\n")
         distro = self.image.distro

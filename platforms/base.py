@@ -9,6 +9,7 @@ reach its SSH, where its console goes, and how to power it. The guest API tests 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import threading
 from abc import ABC, abstractmethod
@@ -57,13 +58,64 @@ class PrivateNet:
 
 
 @dataclass(frozen=True)
+class FirstBootConfig:
+    """The Ignition config a machine gets at first boot: rendered once by the harness, with what platforms
+    need to know of it (its spec version, the users' SSH keys) readable without parsing the text again."""
+
+    text: str
+    """The JSON text handed to the guest (fw_cfg blob, EC2 user data, Azure custom data)."""
+    version: str
+    """`ignition.version` of the config."""
+    ssh_keys_by_user: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """(user, keys) of every user the config gives SSH keys, in order."""
+
+    @classmethod
+    def render(cls, config: Mapping[str, Any]) -> FirstBootConfig:
+        """From a config dict (as the harness builds and validates it)."""
+        ignition = config.get("ignition")
+        version = ignition.get("version") if isinstance(ignition, Mapping) else None
+        if not isinstance(version, str):
+            raise ConfigError("the Ignition config has no ignition.version string")
+        passwd = config.get("passwd")
+        users = passwd.get("users", []) if isinstance(passwd, Mapping) else []
+        keys: list[tuple[str, tuple[str, ...]]] = []
+        for user in users if isinstance(users, list) else []:
+            if not isinstance(user, Mapping) or not isinstance(user.get("name"), str):
+                continue
+            lines = [k.strip() for k in user.get("sshAuthorizedKeys", []) if isinstance(k, str) and k.strip()]
+            if lines:
+                keys.append((user["name"], tuple(lines)))
+        return cls(json.dumps(config, indent=2), version, tuple(keys))
+
+    @classmethod
+    def parse(cls, text: str) -> FirstBootConfig:
+        """From JSON text; ConfigError when it is not a JSON object with an `ignition.version`."""
+        try:
+            config = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"the Ignition config is not valid JSON: {exc}") from exc
+        if not isinstance(config, dict):
+            raise ConfigError("the Ignition config is not a JSON object")
+        rendered = cls.render(config)
+        return cls(text, rendered.version, rendered.ssh_keys_by_user)
+
+    def ssh_keys(self, user: str | None = None) -> list[str]:
+        """The SSH keys the config gives `user` (every user's, without repeats, when None)."""
+        found: list[str] = []
+        for name, keys in self.ssh_keys_by_user:
+            if user is None or name == user:
+                found += [k for k in keys if k not in found]
+        return found
+
+
+@dataclass(frozen=True)
 class MachineSpec:
     """Everything a platform needs to boot one machine. Pure data, so command lines can be unit-tested."""
 
     name: str
     image: Path
-    ignition: str
-    """The rendered Ignition config (JSON text) handed to the guest at first boot."""
+    ignition: FirstBootConfig
+    """The Ignition config handed to the guest at first boot."""
     ignition_fw_cfg: str
     """The fw_cfg name the distro's Ignition reads (`opt/com.coreos/config`, `opt/org.flatcar-linux/config`)."""
     workdir: Path

@@ -40,7 +40,7 @@ from platforms.aws.launch import (
 from platforms.aws.naming import S3_PREFIX, resource_name, run_tags
 from platforms.aws.settings import AwsSettings, add_options, settings_from
 from platforms.aws.upload import Ec2SnapshotImporter, SnapshotImporter, upload_image
-from platforms.aws.userdata import ignition_version, plan_user_data, pointer_config, ssh_public_keys
+from platforms.aws.userdata import plan_user_data, pointer_config
 from platforms.base import (
     CAP_HOST_SERVICES,
     GarbageRequest,
@@ -251,8 +251,8 @@ class AwsPlatform(CloudPlatform):
 
     def _boot(self, spec: MachineSpec) -> AwsMachine:
         # Everything that can be refused without a request is refused first.
-        plan = plan_user_data(spec.ignition, self.settings.bucket)
-        version = "" if plan.inline else ignition_version(spec.ignition)
+        plan = plan_user_data(spec.ignition.text, self.settings.bucket)
+        version = spec.ignition.version
         ssh_cidr = self.settings.require_ssh_cidr()
         spec.workdir.mkdir(parents=True, exist_ok=True)
         ami = self._ami_for(spec.channel)
@@ -346,7 +346,7 @@ class AwsPlatform(CloudPlatform):
                     ssh_cidr=ssh_cidr, tags=tags, delete_timeout=self.settings.timeout,
                     poll_interval=self.settings.poll_interval,
                 )  # fmt: skip
-            keys = ssh_public_keys(spec.ignition)
+            keys = spec.ignition.ssh_keys()
             key_name = None
             if keys:
                 key_name = self._key_names.get(keys[0])

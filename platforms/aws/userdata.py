@@ -47,18 +47,6 @@ def plan_user_data(ignition: str, bucket: str | None) -> UserDataPlan:
     return UserDataPlan(data, inline=False)
 
 
-def ignition_version(ignition: str | bytes) -> str:
-    """The spec version a config declares (the pointer config declares the same one)."""
-    try:
-        data = json.loads(ignition)
-        version = data["ignition"]["version"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"the Ignition config has no ignition.version: {exc}") from exc
-    if not isinstance(version, str):
-        raise ConfigError(f"the Ignition config's ignition.version is not a string: {version!r}")
-    return version
-
-
 def pointer_config(url: str, config: bytes, version: str) -> bytes:
     """A config that replaces itself with the one at `url`, checked by its SHA-512."""
     digest = hashlib.sha512(config).hexdigest()
@@ -75,21 +63,6 @@ def pointer_config(url: str, config: bytes, version: str) -> bytes:
             "too long (use a shorter --aws-bucket or endpoint)"
         )
     return data
-
-
-def ssh_public_keys(ignition: str) -> list[str]:
-    """Every `sshAuthorizedKeys` line of the config's users, in order (public keys only)."""
-    try:
-        data = json.loads(ignition)
-    except ValueError:
-        return []
-    keys: list[str] = []
-    users = data.get("passwd", {}).get("users", []) if isinstance(data, dict) else []
-    for user in users if isinstance(users, list) else []:
-        for key in user.get("sshAuthorizedKeys", []) if isinstance(user, dict) else []:
-            if isinstance(key, str) and key.strip() and key not in keys:
-                keys.append(key.strip())
-    return keys
 
 
 def key_material(public_line: str) -> bytes:

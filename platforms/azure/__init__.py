@@ -31,7 +31,6 @@ from platforms.azure.naming import (
     parse_image,
     resource_group_name,
     run_tags,
-    ssh_public_keys,
     vm_name,
 )
 from platforms.azure.settings import AzureSettings, add_options, check_ssh_cidr, settings_from
@@ -245,8 +244,8 @@ class AzurePlatform(CloudPlatform):
     def _boot(self, spec: MachineSpec) -> AzureMachine:
         settings = self.settings
         # Everything that can be wrong with the input fails here, before any request.
-        data = custom_data(spec.ignition)
-        keys = ssh_public_keys(spec.ignition, spec.ssh_user) or [throwaway_ssh_key()]
+        data = custom_data(spec.ignition.text)
+        keys = spec.ignition.ssh_keys(spec.ssh_user) or [throwaway_ssh_key()]
         image = parse_image(settings.image, spec.channel)
         names = MachineNames(vm_name(spec.name, secrets.token_hex(2)))
         tags = machine_tags(self.tags, spec.name, spec.test_id)

@@ -8,11 +8,9 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from harness.errors import ConfigError
 from platforms.cloud import iso_utc
@@ -101,20 +99,6 @@ def custom_data(ignition: str) -> str:
             "`contents.source: https://...`) or compress them (`contents.compression: gzip`)"
         )
     return base64.b64encode(raw).decode("ascii")
-
-
-def ssh_public_keys(ignition: str, user: str) -> list[str]:
-    """The SSH keys the Ignition config gives `user` (Azure wants at least one for the admin user)."""
-    try:
-        config = json.loads(ignition)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"the Ignition config is not valid JSON: {exc}") from exc
-    users: Any = config.get("passwd", {}).get("users", []) if isinstance(config, dict) else []
-    keys: list[str] = []
-    for entry in users if isinstance(users, list) else []:
-        if isinstance(entry, dict) and entry.get("name") == user:
-            keys += [k for k in entry.get("sshAuthorizedKeys", []) if isinstance(k, str) and k.strip()]
-    return keys
 
 
 # -- images ---------------------------------------------------------------------------------------------------

@@ -362,7 +362,7 @@ class LibvirtPlatform(Platform):
             raise PlatformError(f"cannot define domain {name} on {hypervisor.uri}: {exc}") from exc
         try:
             overlay = create_overlay(pool, overlay_name, base, image)
-            ignition = create_raw(conn, pool, ignition_name, spec.ignition.encode())
+            ignition = create_raw(conn, pool, ignition_name, spec.ignition.text.encode())
             console = create_raw(conn, pool, console_name, b"")
             actual = DomainFiles(Path(overlay.path()), Path(ignition.path()), Path(console.path()))
             if actual != files:  # a pool type that names files its own way

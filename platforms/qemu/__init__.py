@@ -300,8 +300,8 @@ class QemuPlatform(Platform):
                     str(paths.vars),
                 ]
             )
-        if not paths.ignition.is_file() or paths.ignition.read_text().strip() != spec.ignition.strip():
-            paths.ignition.write_text(spec.ignition)
+        if not paths.ignition.is_file() or paths.ignition.read_text().strip() != spec.ignition.text.strip():
+            paths.ignition.write_text(spec.ignition.text)
         command = qemu_command(spec, accel=self.ctx.accel, paths=paths, firmware=firmware, binary=self.binary)
         (paths.console.parent / "qemu-cmdline.txt").write_text(shlex.join(command) + "\n")
         paths.console.write_bytes(b"")  # the command appends to it, across power cycles

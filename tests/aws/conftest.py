@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from harness.acceleration import Acceleration, Timeouts
-from platforms.base import MachineSpec, PlatformContext
+from platforms.base import FirstBootConfig, MachineSpec, PlatformContext
 
 REGION = "us-east-1"
 SSH_CIDR = "198.51.100.7/32"
@@ -261,7 +261,7 @@ def make_spec(tmp_path: Path) -> Any:
         return MachineSpec(
             name=name,
             image=Path(),
-            ignition=ignition if ignition is not None else ignition_json(),
+            ignition=FirstBootConfig.parse(ignition if ignition is not None else ignition_json()),
             ignition_fw_cfg="opt/org.flatcar-linux/config",
             workdir=tmp_path / name,
             channel=channel,

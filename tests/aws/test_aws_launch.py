@@ -50,7 +50,7 @@ def test_user_data_round_trips_exactly(aws, make_platform, make_spec):
     platform = make_platform()
     spec = make_spec()
     machine = platform.boot(spec)
-    assert user_data_of(aws, machine.instance_id) == spec.ignition.encode()
+    assert user_data_of(aws, machine.instance_id) == spec.ignition.text.encode()
     [instance] = aws.live_instances()
     assert instance["ImageId"] == ami
     assert instance["InstanceType"] == "t3.small"
@@ -105,12 +105,12 @@ def test_big_config_goes_through_s3_with_a_pointer_in_user_data(aws, make_platfo
     aws.make_bucket()
     platform = make_platform(aws_bucket=BUCKET)
     spec = make_spec(ignition=ignition_json(padding=BIG))
-    assert len(spec.ignition.encode()) > USER_DATA_LIMIT
+    assert len(spec.ignition.text.encode()) > USER_DATA_LIMIT
     machine = platform.boot(spec)
 
     [key] = aws.objects()
     stored = aws.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
-    assert stored == spec.ignition.encode()
+    assert stored == spec.ignition.text.encode()
     assert tag_dict(aws.s3.get_object_tagging(Bucket=BUCKET, Key=key)["TagSet"])[TAG_RUN] == RUN_ID
 
     pointer = user_data_of(aws, machine.instance_id)
@@ -133,7 +133,7 @@ def test_config_over_the_limit_without_a_bucket_is_refused_before_any_request(aw
     platform = make_platform()
     calls = record_calls(platform)
     spec = make_spec(ignition=ignition_json(padding=BIG))
-    size = len(spec.ignition.encode())
+    size = len(spec.ignition.text.encode())
     with pytest.raises(ConfigError, match=rf"{size} bytes.*16384.*--aws-bucket"):
         platform.boot(spec)
     assert calls == []

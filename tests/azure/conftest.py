@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from harness.acceleration import Acceleration, Timeouts
-from platforms.base import MachineSpec, PlatformContext
+from platforms.base import FirstBootConfig, MachineSpec, PlatformContext
 from tests.azure.fake_arm import CLIENT_ID, CLIENT_SECRET, SUBSCRIPTION, TENANT, FakeArm
 
 SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForContractTestsOnly0000000000000000 railyard"
@@ -98,7 +98,7 @@ def machine_spec(
     return MachineSpec(
         name=name,
         image=Path(),
-        ignition=ignition if ignition is not None else ignition_json(),
+        ignition=FirstBootConfig.parse(ignition if ignition is not None else ignition_json()),
         ignition_fw_cfg="opt/org.flatcar-linux/config",
         workdir=tmp_path / name,
         ssh_user="core",

@@ -40,7 +40,7 @@ def test_custom_data_round_trips_exactly(fake_arm, make_platform, tmp_path):
     platform.boot(spec)
 
     sent = vm_put(fake_arm).body["properties"]["osProfile"]["customData"]
-    assert base64.b64decode(sent, validate=True).decode() == spec.ignition
+    assert base64.b64decode(sent, validate=True).decode() == spec.ignition.text
 
 
 def test_vm_request_shape(fake_arm, make_platform, tmp_path):
@@ -77,7 +77,7 @@ def test_vm_request_shape(fake_arm, make_platform, tmp_path):
 def test_too_large_ignition_fails_before_any_request(fake_arm, make_platform, tmp_path):
     platform = make_platform()
     spec = machine_spec(tmp_path, ignition=ignition_json(extra_files=70))
-    assert len(spec.ignition.encode()) > 65535
+    assert len(spec.ignition.text.encode()) > 65535
 
     with pytest.raises(ConfigError, match="65535 bytes of custom data"):
         platform.boot(spec)

@@ -6,7 +6,6 @@ than two VMs of these tests run at once whatever the number of workers.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -18,6 +17,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
+from platforms.base import FirstBootConfig
 from tests.integration.helpers import run_inner
 from tests.libvirt.conftest import pool_volumes, railyard_domains
 
@@ -256,7 +256,7 @@ def test_domain_xml_is_accepted_by_libvirt(hypervisors):
     from platforms.libvirt import _firmware
     from platforms.libvirt.xml import DomainFiles, OwnerRecord, domain_xml
 
-    spec = MachineSpec(name="xml-check", image=Path("/nonexistent"), ignition=json.dumps({}),
+    spec = MachineSpec(name="xml-check", image=Path("/nonexistent"), ignition=FirstBootConfig("{}", "3.3.0"),
                        ignition_fw_cfg="opt/com.coreos/config", workdir=Path("/nonexistent"))  # fmt: skip
     owner = OwnerRecord("xml-check", "xml-check", os.getpid(), "localhost", 0, time.time())
     files = DomainFiles(

@@ -27,12 +27,11 @@ from platforms.aws.naming import (
 from platforms.aws.settings import check_ssh_cidr, settings_from
 from platforms.aws.userdata import (
     USER_DATA_LIMIT,
-    ignition_version,
     key_material,
     plan_user_data,
     pointer_config,
-    ssh_public_keys,
 )
+from platforms.base import FirstBootConfig
 from platforms.cloud import iso_utc, parse_created
 
 NOW = datetime.datetime(2024, 5, 1, 12, 0, 0, tzinfo=datetime.UTC)
@@ -175,14 +174,17 @@ def test_ignition_version_and_keys():
             },
         }
     )
-    assert ignition_version(text) == "3.4.0"
-    assert ssh_public_keys(text) == ["ssh-ed25519 AAAA1 a", "ssh-rsa BBBB b"]
-    assert ssh_public_keys('{"ignition": {"version": "3.3.0"}}') == []
+    config = FirstBootConfig.parse(text)
+    assert config.text == text
+    assert config.version == "3.4.0"
+    assert config.ssh_keys() == ["ssh-ed25519 AAAA1 a", "ssh-rsa BBBB b"]  # every user's, no repeats
+    assert config.ssh_keys("x") == ["ssh-ed25519 AAAA1 a"]
+    assert FirstBootConfig.parse('{"ignition": {"version": "3.3.0"}}').ssh_keys() == []
     assert key_material("ssh-ed25519 AAAA1 railyard@host") == b"ssh-ed25519 AAAA1"
     with pytest.raises(ConfigError):
         key_material("not a key")
     with pytest.raises(ConfigError, match=r"ignition.version"):
-        ignition_version("{}")
+        FirstBootConfig.parse("{}")
 
 
 def test_settings_defaults_and_checks(monkeypatch):

@@ -24,11 +24,11 @@ from platforms.azure.naming import (
     parse_image,
     resource_group_name,
     run_tags,
-    ssh_public_keys,
     vm_name,
 )
 from platforms.azure.settings import check_ssh_cidr, settings_from
 from platforms.azure.vhd import MIB, aligned_size, vhd_commands
+from platforms.base import FirstBootConfig
 from platforms.cloud import parse_created
 
 
@@ -101,10 +101,10 @@ def test_ssh_keys_come_from_the_users_ignition_entry():
         "passwd": {"users": [{"name": "other", "sshAuthorizedKeys": ["k0"]},
                              {"name": "core", "sshAuthorizedKeys": ["k1", " "]}]},
     }  # fmt: skip
-    assert ssh_public_keys(json.dumps(config), "core") == ["k1"]
-    assert ssh_public_keys('{"ignition": {"version": "3.4.0"}}', "core") == []
+    assert FirstBootConfig.parse(json.dumps(config)).ssh_keys("core") == ["k1"]
+    assert FirstBootConfig.parse('{"ignition": {"version": "3.4.0"}}').ssh_keys("core") == []
     with pytest.raises(ConfigError, match="not valid JSON"):
-        ssh_public_keys("{", "core")
+        FirstBootConfig.parse("{")
 
 
 def test_settings(monkeypatch):

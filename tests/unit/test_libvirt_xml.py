@@ -10,7 +10,7 @@ import pytest
 
 from harness.acceleration import Acceleration
 from harness.errors import ConfigError
-from platforms.base import MachineSpec, PrivateNet
+from platforms.base import FirstBootConfig, MachineSpec, PrivateNet
 from platforms.libvirt.gc import owner_alive, pid_start_time, why_garbage
 from platforms.libvirt.storage import parse_uri
 from platforms.libvirt.xml import (
@@ -37,7 +37,7 @@ def spec(**changes: object) -> MachineSpec:
     values: dict[str, object] = {
         "name": "m1",
         "image": Path("/images/base.qcow2"),
-        "ignition": '{"ignition": {"version": "3.3.0"}}',
+        "ignition": FirstBootConfig.parse('{"ignition": {"version": "3.3.0"}}'),
         "ignition_fw_cfg": "opt/com.coreos/config",
         "workdir": Path("/out/m1"),
         "memory_mib": 768,

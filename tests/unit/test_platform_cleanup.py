@@ -8,7 +8,7 @@ import pytest
 
 from harness.acceleration import Acceleration, Timeouts
 from harness.errors import PlatformError
-from platforms.base import Machine, MachineSpec, Platform, PlatformContext, SSHEndpoint
+from platforms.base import FirstBootConfig, Machine, MachineSpec, Platform, PlatformContext, SSHEndpoint
 
 TCG = Acceleration("tcg", "test")
 
@@ -46,7 +46,13 @@ class FakePlatform(Platform):
 
 
 def spec(tmp_path: Path, name: str) -> MachineSpec:
-    return MachineSpec(name=name, image=tmp_path / "i", ignition="{}", ignition_fw_cfg="x", workdir=tmp_path)
+    return MachineSpec(
+        name=name,
+        image=tmp_path / "i",
+        ignition=FirstBootConfig("{}", "3.3.0"),
+        ignition_fw_cfg="x",
+        workdir=tmp_path,
+    )
 
 
 def test_close_destroys_the_others_and_names_what_is_left(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 
 from harness.acceleration import Acceleration, Timeouts
 from harness.errors import ConfigError, PlatformError
-from platforms.base import MachineSpec, PlatformContext, PrivateNet
+from platforms.base import FirstBootConfig, MachineSpec, PlatformContext, PrivateNet
 from platforms.qemu import QemuPlatform
 from platforms.qemu.command import (
     Firmware,
@@ -27,7 +27,7 @@ def make_spec(tmp_path: Path, **kw: object) -> MachineSpec:
     defaults: dict[str, object] = {
         "name": "m1",
         "image": tmp_path / "base.qcow2",
-        "ignition": "{}",
+        "ignition": FirstBootConfig("{}", "3.3.0"),
         "ignition_fw_cfg": "opt/com.coreos/config",
         "workdir": tmp_path / "work",
     }

@@ -12,12 +12,12 @@ from harness.acceleration import Acceleration, Timeouts
 from harness.distros import get_distro
 from harness.machine import RESTART_LINE, GuestMachine, PowerCycled, RestartGuard
 from harness.retry import poll
-from platforms.base import CAP_HARD_RESET, CAP_POWER_CYCLE, Machine, MachineSpec, SSHEndpoint
+from platforms.base import CAP_HARD_RESET, CAP_POWER_CYCLE, FirstBootConfig, Machine, MachineSpec, SSHEndpoint
 
 
 class FakeVM(Machine):
     def __init__(self, workdir: Path) -> None:
-        super().__init__(MachineSpec(name="m", image=workdir / "i", ignition="{}", ignition_fw_cfg="x",
+        super().__init__(MachineSpec(name="m", image=workdir / "i", ignition=FirstBootConfig("{}", "3.3.0"), ignition_fw_cfg="x",
                                      workdir=workdir))  # fmt: skip
         self.capabilities = frozenset({CAP_HARD_RESET})
         self.resets = 0
