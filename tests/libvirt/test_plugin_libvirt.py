@@ -171,26 +171,36 @@ def gc(cwd: Path, uris: list[str], *extra: str) -> str:
     return done.stdout
 
 
+def start_booting_run(pytester, uri: str) -> subprocess.Popen[bytes]:
+    """A child pytest run whose one test boots a machine on `uri`."""
+    pytester.makepyfile(test_boot="def test_boot(machine):\n    pass\n")
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--output-dir", str(pytester.path / "out"),
+            "--platform=libvirt", f"--libvirt-uri={uri}", "test_boot.py"]  # fmt: skip
+    return subprocess.Popen(
+        argv, cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+
+
+def wait_for_active_domain(proc: subprocess.Popen[bytes], uri: str) -> list[tuple[str, str]]:
+    """The run's domains on `uri`, once they all run (it may wait for a machine slot first)."""
+    deadline = time.monotonic() + 3600
+    while not (found := owned_by(proc.pid, [uri])) or not all(
+        libvirt.open(u).lookupByName(n).isActive() for u, n in found
+    ):
+        assert proc.poll() is None, proc.communicate()[0].decode()
+        assert time.monotonic() < deadline, "no domain started"
+        time.sleep(0.5)
+    return found
+
+
 def test_gc_removes_what_a_killed_run_left(pytester, hypervisors, vm_budget):
     """SIGKILL a run while its machine boots (on the session hypervisor): its domain stays; `railyard gc`
     over both URIs lists it with --dry-run, then removes domain, NVRAM and volumes, and nothing else."""
-    pytester.makepyfile(test_boot="def test_boot(machine):\n    pass\n")
-    out = pytester.path / "out"
-    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--output-dir", str(out), "--platform=libvirt",
-            f"--libvirt-uri={hypervisors.session}", "test_boot.py"]  # fmt: skip
     with vm_budget(1):
-        proc = subprocess.Popen(
-            argv, cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )  # fmt: skip
+        proc = start_booting_run(pytester, hypervisors.session)
         try:
-            deadline = time.monotonic() + 3600  # it may wait for a machine slot first
-            while not (leaked := owned_by(proc.pid, [hypervisors.session])) or not all(
-                libvirt.open(u).lookupByName(n).isActive() for u, n in leaked
-            ):
-                assert proc.poll() is None, proc.communicate()[0].decode()
-                assert time.monotonic() < deadline, "no domain started"
-                time.sleep(0.5)
+            leaked = wait_for_active_domain(proc, hypervisors.session)
         finally:
             proc.kill()
             proc.communicate()
@@ -218,24 +228,10 @@ def test_gc_removes_what_a_killed_run_left(pytester, hypervisors, vm_budget):
 def test_a_run_stopped_mid_boot_removes_its_domain_and_volumes(pytester, hypervisors, vm_budget, sig):
     """What a CI system's cancel (SIGTERM) or a closed terminal (SIGHUP) does: the run ends as on Ctrl-C, and
     within 30 s its domain, NVRAM and volumes are gone."""
-    pytester.makepyfile(test_boot="def test_boot(machine):\n    pass\n")
-    out = pytester.path / "out"
-    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--output-dir", str(out), "--platform=libvirt",
-            f"--libvirt-uri={hypervisors.system}", "test_boot.py"]  # fmt: skip
     with vm_budget(1):
-        proc = subprocess.Popen(
-            argv, cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )  # fmt: skip
+        proc = start_booting_run(pytester, hypervisors.system)
         try:
-            deadline = time.monotonic() + 3600  # it may wait for a machine slot first
-            while not (started := owned_by(proc.pid, [hypervisors.system])) or not all(
-                libvirt.open(u).lookupByName(n).isActive() for u, n in started
-            ):
-                assert proc.poll() is None, proc.communicate()[0].decode()
-                assert time.monotonic() < deadline, "no domain started"
-                time.sleep(0.5)
-            [(uri, name)] = started
+            [(uri, name)] = wait_for_active_domain(proc, hypervisors.system)
             nvram = nvram_path(uri, name)
             proc.send_signal(sig)
             output = proc.communicate(timeout=30)[0].decode()
