@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from harness.errors import ConfigError
-from platforms.qemu.command import FIRMWARE_CHOICES
+from platforms.base import FIRMWARE_CHOICES
 
 DEFAULT_MEMORY_MIB = 1024
 # Under KVM a machine gets two vCPUs; under TCG one (each machine is admitted to one host core).

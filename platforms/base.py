@@ -35,6 +35,8 @@ CAP_PRIVATE_NETWORK = "private-network"
 """Machines booted together share a network on which `GuestMachine.private_address` reaches each other."""
 CAP_HOST_SERVICES = "host-services"
 """A service the tests start on the host (the Omaha server) is reachable from the guest."""
+FIRMWARE_CHOICES = ("uefi", "bios")
+"""The firmware a machine boots with (`MachineSpec.firmware`, `--firmware`)."""
 CAPABILITIES = frozenset(
     {CAP_HARD_RESET, CAP_POWER_CYCLE, CAP_SNAPSHOT, CAP_PRIVATE_NETWORK, CAP_HOST_SERVICES}
 )

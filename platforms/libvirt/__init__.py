@@ -29,6 +29,7 @@ from platforms.base import (
     CAP_HOST_SERVICES,
     CAP_POWER_CYCLE,
     CAP_PRIVATE_NETWORK,
+    FIRMWARE_CHOICES,
     GarbageRequest,
     Machine,
     MachineSpec,
@@ -56,7 +57,7 @@ from platforms.libvirt.xml import (
     domain_name,
     domain_xml,
 )
-from platforms.qemu.command import FIRMWARE_CHOICES, OVMF_CODE, OVMF_VARS, forwarded_port
+from platforms.qemu.command import OVMF_CODE, OVMF_VARS, forwarded_port
 
 __all__ = ["LibvirtMachine", "LibvirtPlatform", "domain_xml"]
 

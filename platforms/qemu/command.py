@@ -15,13 +15,12 @@ from typing import Literal
 
 from harness.acceleration import Acceleration
 from harness.errors import ConfigError, PlatformError
-from platforms.base import MachineSpec
+from platforms.base import FIRMWARE_CHOICES, MachineSpec
 
 QEMU_BINARY = "qemu-system-x86_64"
 QEMU_IMG = "qemu-img"
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
-FIRMWARE_CHOICES = ("uefi", "bios")
 GUEST_SSH_PORT = 22
 # sun_path holds 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH = 107
