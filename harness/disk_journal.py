@@ -64,27 +64,15 @@ def root_partition(partitions: list[Partition]) -> Partition:
     raise DiskJournalError(f"no partition named {' or '.join(ROOT_NAMES)} on the disk (partitions: {names})")
 
 
-def _run(argv: list[str], what: str, timeout: float = TOOL_TIMEOUT) -> str:
+def _run(argv: list[str], what: str, ok: tuple[int, ...] = (0,)) -> str:
     try:
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=TOOL_TIMEOUT, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise DiskJournalError(f"{what}: {exc}") from exc
-    if result.returncode != 0:
-        raise DiskJournalError(f"{what} failed ({result.returncode}): {result.stderr.strip()[-500:]}")
+    if result.returncode not in ok:
+        output = (result.stdout + result.stderr).strip()[-500:]
+        raise DiskJournalError(f"{what} failed ({result.returncode}): {output}")
     return result.stdout
-
-
-def _replay_ext4_journal(part: Path) -> None:
-    try:
-        result = subprocess.run(
-            ["e2fsck", "-fy", "-E", "journal_only", str(part)],
-            capture_output=True, text=True, timeout=TOOL_TIMEOUT, check=False,
-        )  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise DiskJournalError(f"e2fsck: {exc}") from exc
-    if result.returncode > 2:  # 1 and 2: the file system was changed (replayed), which is the point
-        raise DiskJournalError(f"replaying the file system's journal failed ({result.returncode}): "
-                               f"{(result.stdout + result.stderr).strip()[-500:]}")  # fmt: skip
 
 
 def read_journal(disk: Path, args: tuple[str, ...] = ("-o", "short-monotonic")) -> str:
@@ -109,15 +97,19 @@ def read_journal(disk: Path, args: tuple[str, ...] = ("-o", "short-monotonic")) 
         raw.unlink()
         # What the guest wrote last may sit in the file system's own journal (a stopped machine never
         # checkpoints it): replay it on the copy, or debugfs reads those blocks as they were before.
-        _replay_ext4_journal(part)
+        # e2fsck exits 1 or 2 when it changed the file system (replayed the journal), which is the point.
+        _run(
+            ["e2fsck", "-fy", "-E", "journal_only", str(part)],
+            "replaying the file system's journal",
+            ok=(0, 1, 2),
+        )
         out = Path(tmp) / "journal"
         out.mkdir()
         _run(
             ["debugfs", "-R", f"rdump {JOURNAL_DIR} {out}", str(part)],
             f"copying {JOURNAL_DIR} out of the root file system",
         )
-        files = list(out.rglob("*.journal*"))
-        if not files:
+        if not any(out.rglob("*.journal*")):
             raise DiskJournalError(f"the root file system has no journal files in {JOURNAL_DIR}")
         return _run(
             ["journalctl", "--no-pager", f"--directory={out / 'journal'}", *args], "journalctl --directory"

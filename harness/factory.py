@@ -215,7 +215,7 @@ class MachineFactory:
             keep = failed and self.run.keep_on_failure
             notes += self._records[guest.name].save(failed, keep)
             guest.close()
-            if failed and self.run.keep_on_failure:
+            if keep:
                 self.run.platform.release(guest.vm)
                 self.run.kept_machines.append(guest.name)
                 notes.append(

@@ -159,9 +159,10 @@ class GuestMachine:
         """
         forward = RemoteForward(guest_port=guest_port or host_port, host_port=host_port)
         with step(self.name, f"forward {forward}"):
+            # Connect first: a new connection asks for the forwards it is given, so this one is added after.
+            self._connection().add_forward(forward)
             if forward not in self._forwards:
                 self._forwards.append(forward)
-            self._connection().add_forward(forward)
         return forward.guest_port
 
     def close(self) -> None:
@@ -184,9 +185,8 @@ class GuestMachine:
         Default timeout: `timeouts.command`. Never raises for a non-zero exit status; raises SSHError when
         the connection fails and WaitTimeout when the command outlives its timeout.
         """
-        timeout = timeout if timeout is not None else self.timeouts.command
         with step(self.name, f"execute {_quoted(command)}"):
-            return self._connection().run(command, timeout=timeout, stdin=stdin)
+            return self._run(command, timeout, stdin)
 
     def succeed(self, command: str, timeout: float | None = None, stdin: bytes | None = None) -> str:
         """Run a command that must exit 0; return its stdout.

@@ -33,12 +33,6 @@ class ImageMetadata:
     packages: dict[str, str] = field(default_factory=dict)
     """The Debian packages in the image (name -> version): kernel, systemd, Ignition... as built."""
 
-    KEY_PACKAGES = ("linux-image-amd64", "systemd", "ignition", "dracut", "openssh-server", "python3")
-
-    def key_packages(self) -> dict[str, str]:
-        """The versions that most often explain a change in how the image boots."""
-        return {name: self.packages[name] for name in self.KEY_PACKAGES if name in self.packages}
-
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["usr_slots"] = list(self.usr_slots)

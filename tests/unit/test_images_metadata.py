@@ -51,3 +51,15 @@ def test_malformed_sidecar_raises_image_error(tmp_path, text):
     metadata_path(image).write_text(text)
     with pytest.raises(ImageError):
         read_metadata(image)
+
+
+def test_the_package_manifest_lists_installed_packages_only():
+    from images.tree import parse_dpkg_status
+
+    status = (
+        "Package: systemd\nStatus: install ok installed\nVersion: 252.38-1~deb12u1\n"
+        "Description: system and service manager\n long description line: with a colon\n\n"
+        "Package: removed-one\nStatus: deinstall ok config-files\nVersion: 1.0\n\n"
+        "Package: ignition\nStatus: install ok installed\nVersion: 2.14.0-2+b4\n"
+    )
+    assert parse_dpkg_status(status) == {"ignition": "2.14.0-2+b4", "systemd": "252.38-1~deb12u1"}
