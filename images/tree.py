@@ -71,10 +71,19 @@ OVERLAY_MODES: dict[str, int] = {
     "etc/sudoers.d/railyard": 0o440,
 }
 
+# The update agent: the railyard_agent package, in a directory that its launcher,
+# usr/lib/railyard/update-agent, puts on sys.path (the `agent` directory beside the launcher).
+AGENT_PACKAGE = "railyard_agent"
+AGENT_LIB_IN_TREE = "usr/lib/railyard/agent"
+
 # Files of the tree that come from the package rather than the overlay (path in the tree -> source):
 # Python programs kept as modules here, so that ruff and mypy check them. Installed after the overlay.
 INSTALLED_FILES: dict[str, Path] = {
-    "usr/lib/railyard/update-agent": AGENT_DIR / "update_agent.py",
+    "usr/lib/railyard/update-agent": AGENT_DIR / "launcher.py",
+    **{
+        f"{AGENT_LIB_IN_TREE}/{AGENT_PACKAGE}/{module.name}": module
+        for module in sorted((AGENT_DIR / AGENT_PACKAGE).glob("*.py"))
+    },
 }
 
 # Units a test machine does not need; each costs boot time under emulation.

@@ -1,6 +1,9 @@
 """Channel versions, update versions, the payload-signing key and what the image carries for updates."""
 
 import shutil
+import stat
+import subprocess
+import sys
 
 import pytest
 
@@ -69,3 +72,39 @@ def test_the_image_runs_the_update_agent_from_usr_and_loads_the_power_button():
     modules = (tree.OVERLAY_DIR / "usr/lib/modules-load.d/railyard.conf").read_text().split()
     assert "button" in modules
     assert (tree.OVERLAY_DIR / "usr/lib/systemd/system/railyard-update-agent.service").is_file()
+
+
+def test_every_module_of_the_update_agent_is_installed_and_the_installed_launcher_runs(tmp_path, monkeypatch):
+    package = tree.AGENT_DIR / tree.AGENT_PACKAGE
+    modules = sorted(p.name for p in package.glob("*.py"))
+    assert {"__init__.py", "__main__.py", "agent.py", "commands.py"} <= set(modules)
+    assert sorted(rel for rel in tree.INSTALLED_FILES if rel.startswith(f"{tree.AGENT_LIB_IN_TREE}/")) == [
+        f"{tree.AGENT_LIB_IN_TREE}/{tree.AGENT_PACKAGE}/{name}" for name in modules
+    ]
+    unit = (tree.OVERLAY_DIR / "usr/lib/systemd/system/railyard-update-agent.service").read_text()
+    assert "ExecStart=/usr/bin/python3 /usr/lib/railyard/update-agent run\n" in unit
+
+    monkeypatch.setattr(tree.os, "chown", lambda *args: None)  # the image build runs as root
+    root = tmp_path / "root"
+    tree.install_files(root)
+    listing = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    assert listing == sorted(tree.INSTALLED_FILES)
+    for name in modules:
+        installed = root / tree.AGENT_LIB_IN_TREE / tree.AGENT_PACKAGE / name
+        assert installed.read_bytes() == (package / name).read_bytes()
+        assert stat.S_IMODE(installed.stat().st_mode) == 0o644
+    launcher = root / "usr/lib/railyard/update-agent"
+    assert stat.S_IMODE(launcher.stat().st_mode) == 0o755
+
+    # Isolated and without site-packages: the installed package alone, with the standard library.
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "update-status").write_text("CURRENT_OP=UPDATE_STATUS_IDLE\n")
+    result = subprocess.run(
+        [sys.executable, "-I", "-S", str(launcher), "--run-dir", str(run_dir), "status"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (result.returncode, result.stdout) == (0, "CURRENT_OP=UPDATE_STATUS_IDLE\n"), result.stderr
+    assert not list(root.rglob("__pycache__"))  # nothing written into /usr

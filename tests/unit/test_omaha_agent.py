@@ -24,9 +24,15 @@ from harness.omaha_protocol import (
     RAILYARD_APP_ID,
 )
 from harness.update_signing import generate_signing_key, sign_payload
-from images.agent import update_agent as agent_module
+from images.agent.railyard_agent.agent import Agent
+from images.agent.railyard_agent.commands import cmd_rollback
+from images.agent.railyard_agent.config import AgentPaths, parse_key_values, read_config
+from images.agent.railyard_agent.payload import allowed_signers
+from images.agent.railyard_agent.protocol import Report, build_request
+from images.agent.railyard_agent.sparse import SparseWriter
+from images.tree import AGENT_DIR
 
-AGENT = Path(agent_module.__file__)  # installed in the image as /usr/lib/railyard/update-agent
+AGENT = AGENT_DIR / "launcher.py"  # installed in the image as /usr/lib/railyard/update-agent
 MACHINE_ID = "5eb1e5b0c0de4c0ffee0123456789abc"
 
 pytestmark = pytest.mark.skipif(
@@ -84,7 +90,7 @@ class Guest:
         self.set_slots(slot_status())
         self.boot_complete = root / "boot-complete"
         self.boot_complete.write_text("")
-        self.paths = agent_module.AgentPaths(
+        self.paths = AgentPaths(
             config_files=(root / "etc/update.conf",),
             state_dir=root / "state",
             run_dir=root / "run",
@@ -94,7 +100,7 @@ class Guest:
             slot_tool=(str(tool),),
             boot_complete=("test", "-e", str(self.boot_complete)),
         )
-        self.agent = agent_module.Agent(self.paths)
+        self.agent = Agent(self.paths)
 
     def configure(self, **values):
         (self.root / "etc/update.conf").write_text("".join(f"{k}={v}\n" for k, v in values.items()))
@@ -118,7 +124,7 @@ class Guest:
         return path.read_text() if path.exists() else None
 
     def status(self):
-        return agent_module.parse_key_values((self.root / "run/update-status").read_text())
+        return parse_key_values((self.root / "run/update-status").read_text())
 
     def downloads_left(self):
         return sorted(p.name for p in (self.root / "state").glob("payload*"))
@@ -377,7 +383,7 @@ def test_config_layers_and_defaults(tmp_path):
     etc = tmp_path / "etc.conf"
     usr.write_text("SERVER=disabled\nGROUP=stable\nINTERVAL=600\n# comment\n")
     etc.write_text('SERVER="http://10.0.2.2:1234/v1/update/"\nGROUP=beta\n')
-    config = agent_module.read_config([usr, etc, tmp_path / "missing.conf"])
+    config = read_config([usr, etc, tmp_path / "missing.conf"])
     assert (config.server, config.group, config.interval) == (
         "http://10.0.2.2:1234/v1/update/",
         "beta",
@@ -385,7 +391,7 @@ def test_config_layers_and_defaults(tmp_path):
     )
     assert config.app_id == RAILYARD_APP_ID
     assert not config.disabled
-    assert agent_module.read_config([usr]).disabled
+    assert read_config([usr]).disabled
 
 
 def test_request_is_what_the_server_parses(guest):
@@ -393,12 +399,12 @@ def test_request_is_what_the_server_parses(guest):
 
     config = guest.agent.config()
     who = guest.agent.identity()
-    body = agent_module.build_request(
+    body = build_request(
         config,
         who,
         updatecheck=True,
         ping=True,
-        report=agent_module.Report(3, 0, 44, "1.1.0"),
+        report=Report(3, 0, 44, "1.1.0"),
     )
     (app,) = parse_request(body).apps
     assert (app.app_id, app.version, app.track, app.machine_id) == (
@@ -413,10 +419,10 @@ def test_request_is_what_the_server_parses(guest):
 
 
 def test_bare_public_key_becomes_an_allowed_signers_line():
-    text = agent_module.allowed_signers("# key\nssh-ed25519 AAAAC3Nza comment\n")
+    text = allowed_signers("# key\nssh-ed25519 AAAAC3Nza comment\n")
     assert text == 'railyard-update namespaces="railyard-update" ssh-ed25519 AAAAC3Nza comment\n'
     line = 'railyard-update namespaces="railyard-update" ssh-ed25519 AAAA'
-    assert agent_module.allowed_signers(line) == line + "\n"
+    assert allowed_signers(line) == line + "\n"
 
 
 def test_service_loop_and_client(guest, server, payload, keys):
@@ -466,13 +472,13 @@ def test_service_loop_and_client(guest, server, payload, keys):
 
 def test_downloads_are_written_sparse(tmp_path):
     path = tmp_path / "image"
-    with agent_module.SparseWriter(path, 0) as out:
+    with SparseWriter(path, 0) as out:
         out.write(b"a" * 100)
         out.write(bytes(4 << 20))
         out.write(b"b" * 70_000 + bytes(1 << 20))
     assert path.read_bytes() == b"a" * 100 + bytes(4 << 20) + b"b" * 70_000 + bytes(1 << 20)
     assert path.stat().st_blocks * 512 < 2 << 20  # the zero blocks are holes
-    with agent_module.SparseWriter(path, 100) as out:  # resuming cuts off what follows the offset
+    with SparseWriter(path, 100) as out:  # resuming cuts off what follows the offset
         out.write(b"c" * 10)
     assert path.read_bytes() == b"a" * 100 + b"c" * 10
 
@@ -484,7 +490,7 @@ def test_manual_rollback_holds_the_version_back_from_scheduled_checks(guest, ser
     guest.set_version("1.1.0")
     guest.set_slots(slot_status(booted="USR-B", b_version="1.1.0"))
     assert guest.agent.check() == "noupdate"
-    assert agent_module.cmd_rollback(guest.paths) == 0
+    assert cmd_rollback(guest.paths) == 0
     assert guest.calls("rollback") == ["rollback"]
     guest.new_boot()
     guest.set_version("1.0.0")

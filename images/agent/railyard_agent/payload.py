@@ -1,0 +1,259 @@
+"""One offered payload, from download to install: fetched into the state directory (resuming a partial
+file), checked (size, SHA-1, SHA-256, OpenSSH signature), unpacked and handed to `railyard-slot install`."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import gzip
+import hashlib
+import http.client
+import json
+import lzma
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from .config import CHUNK, HTTP_TIMEOUT, AgentConfig, AgentPaths, log
+from .protocol import (
+    ERROR_DOWNLOAD_TRANSFER,
+    ERROR_INSTALL,
+    ERROR_PAYLOAD_HASH_MISMATCH,
+    ERROR_PAYLOAD_SIZE_MISMATCH,
+    ERROR_PAYLOAD_VERIFICATION,
+    Offer,
+    UpdateFailure,
+)
+from .sparse import SparseWriter
+from .status import STATUS_DOWNLOADING, StatusFile, write_atomically
+
+SIGNING_NAMESPACE = "railyard-update"
+SIGNER_IDENTITY = "railyard-update"
+MAX_SIGNATURE_BYTES = 64 * 1024
+
+
+class Installer:
+    """Download, verify and install for one agent; the partial download survives for a resume."""
+
+    def __init__(self, paths: AgentPaths, status: StatusFile) -> None:
+        self.paths = paths
+        self.status = status
+
+    @property
+    def _partial(self) -> Path:
+        return self.paths.state_dir / "payload.partial"
+
+    @property
+    def _partial_meta(self) -> Path:
+        return self.paths.state_dir / "payload.partial.json"
+
+    def discard_download(self) -> None:
+        for path in self.paths.state_dir.glob("payload*"):
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+    def download(self, offer: Offer) -> Path:
+        """Fetch the payload into the state directory, resuming a partial file of the same payload."""
+        self.paths.state_dir.mkdir(parents=True, exist_ok=True)
+        meta = {"url": offer.url, "sha256": offer.sha256_b64, "size": offer.size}
+        try:
+            previous = json.loads(self._partial_meta.read_text())
+        except (OSError, ValueError):
+            previous = None
+        if previous != meta:
+            self.discard_download()
+        write_atomically(self._partial_meta, json.dumps(meta) + "\n", 0o600)
+        have = self._partial.stat().st_size if self._partial.exists() else 0
+        if have > offer.size:
+            self._partial.unlink()
+            have = 0
+        if have < offer.size:
+            self.status.set(CURRENT_OP=STATUS_DOWNLOADING)
+            try:
+                self._fetch(offer, have)
+            except urllib.error.HTTPError as exc:
+                if exc.code == 416 and have:
+                    log.warning("the server refused to resume at byte %d; starting over", have)
+                    self._partial.unlink()
+                    self._fetch(offer, 0)
+                else:
+                    raise UpdateFailure(
+                        ERROR_DOWNLOAD_TRANSFER, f"downloading {offer.url} failed: {exc}"
+                    ) from exc
+        got = self._partial.stat().st_size
+        if got != offer.size:
+            raise UpdateFailure(
+                ERROR_PAYLOAD_SIZE_MISMATCH,
+                f"the payload has {got} bytes, the update offer said {offer.size}",
+            )
+        return self._partial
+
+    def _fetch(self, offer: Offer, have: int) -> None:
+        headers = {"Range": f"bytes={have}-"} if have else {}
+        if have:
+            log.info("resuming the download of %s at byte %d", offer.name, have)
+        request = urllib.request.Request(offer.url, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as answer:
+                if have and answer.status == 200:
+                    log.warning(
+                        "the server ignored the range request; downloading %s from the start", offer.name
+                    )
+                    have = 0
+                elif have and answer.status == 206:
+                    content_range = answer.headers.get("Content-Range", "")
+                    if not content_range.startswith(f"bytes {have}-"):
+                        raise UpdateFailure(
+                            ERROR_DOWNLOAD_TRANSFER,
+                            f"the server resumed at the wrong place: {content_range!r}",
+                        )
+                length = answer.headers.get("Content-Length")
+                if length is not None and length.isdigit() and have + int(length) > offer.size:
+                    raise UpdateFailure(
+                        ERROR_PAYLOAD_SIZE_MISMATCH,
+                        f"the server sends {have + int(length)} bytes, the update offer said {offer.size}",
+                    )
+                with SparseWriter(self._partial, have) as out:
+                    last_note = 0.0
+                    while chunk := answer.read(CHUNK):
+                        if out.position + len(chunk) > offer.size:
+                            raise UpdateFailure(
+                                ERROR_PAYLOAD_SIZE_MISMATCH,
+                                f"the payload is larger than the {offer.size} bytes offered",
+                            )
+                        out.write(chunk)
+                        if time.monotonic() - last_note > 2 or out.position == offer.size:
+                            last_note = time.monotonic()
+                            self.status.set(PROGRESS=f"{out.position / offer.size:.4f}")
+                    done = out.position
+                if length is not None and length.isdigit() and done < have + int(length):
+                    raise http.client.IncompleteRead(b"", have + int(length) - done)
+        except urllib.error.HTTPError:
+            raise
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            raise UpdateFailure(
+                ERROR_DOWNLOAD_TRANSFER, f"downloading {offer.url} broke off: {exc}", keep_download=True
+            ) from exc
+
+    def verify(self, config: AgentConfig, offer: Offer, payload: Path) -> None:
+        """Size, SHA-1, SHA-256 and signature, before anything is written to a slot."""
+        sha1 = hashlib.sha1()
+        sha256 = hashlib.sha256()
+        with payload.open("rb") as data:
+            while chunk := data.read(CHUNK):
+                sha1.update(chunk)
+                sha256.update(chunk)
+        got256 = base64.b64encode(sha256.digest()).decode()
+        if got256 != offer.sha256_b64:
+            raise UpdateFailure(
+                ERROR_PAYLOAD_HASH_MISMATCH,
+                f"the payload's SHA-256 is {got256}, the update offer said {offer.sha256_b64}",
+            )
+        got1 = base64.b64encode(sha1.digest()).decode()
+        if offer.sha1_b64 and got1 != offer.sha1_b64:
+            raise UpdateFailure(
+                ERROR_PAYLOAD_HASH_MISMATCH,
+                f"the payload's SHA-1 is {got1}, the update offer said {offer.sha1_b64}",
+            )
+        self.verify_signature(config, offer, payload)
+
+    def verify_signature(self, config: AgentConfig, offer: Offer, payload: Path) -> None:
+        key = config.signing_key
+        if key is None:
+            log.warning("SIGNING_KEY=none: the payload's signature is not checked")
+            return
+        if not key.is_file():
+            raise UpdateFailure(
+                ERROR_PAYLOAD_VERIFICATION,
+                f"no signing key at {key}, so the payload cannot be verified "
+                "(ship it in /usr/share/railyard/update-signing.pub or name one with SIGNING_KEY=)",
+            )
+        if offer.signature_url is None:
+            raise UpdateFailure(
+                ERROR_PAYLOAD_VERIFICATION, "the update offer names no signature, and one is required"
+            )
+        try:
+            with urllib.request.urlopen(offer.signature_url, timeout=HTTP_TIMEOUT) as answer:
+                signature: bytes = answer.read(MAX_SIGNATURE_BYTES + 1)
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            raise UpdateFailure(
+                ERROR_DOWNLOAD_TRANSFER, f"cannot fetch the signature {offer.signature_url}: {exc}"
+            ) from exc
+        if len(signature) > MAX_SIGNATURE_BYTES:
+            raise UpdateFailure(ERROR_PAYLOAD_VERIFICATION, "the payload signature is implausibly large")
+        sig_path = self.paths.state_dir / "payload.sig"
+        signers = self.paths.state_dir / "payload.allowed_signers"
+        sig_path.write_bytes(signature)
+        signers.write_text(allowed_signers(key.read_text()))
+        with payload.open("rb") as data:
+            result = subprocess.run(
+                [
+                    self.paths.ssh_keygen,
+                    "-Y",
+                    "verify",
+                    "-f",
+                    str(signers),
+                    "-I",
+                    SIGNER_IDENTITY,
+                    "-n",
+                    SIGNING_NAMESPACE,
+                    "-s",
+                    str(sig_path),
+                ],
+                stdin=data,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+        if result.returncode != 0:
+            raise UpdateFailure(
+                ERROR_PAYLOAD_VERIFICATION,
+                f"the payload signature does not verify with {key}: {(result.stderr or result.stdout).strip()}",
+            )
+        log.info("payload signature good: %s", result.stdout.strip() or result.stderr.strip())
+
+    def install(self, payload: Path) -> None:
+        image = self.unpack(payload)
+        log.info("installing %s with %s", image, " ".join(self.paths.slot_tool))
+        result = subprocess.run(
+            [*self.paths.slot_tool, "install", str(image)], capture_output=True, text=True, check=False
+        )
+        if result.stdout.strip():
+            log.info("%s", result.stdout.strip())
+        if result.returncode != 0:
+            raise UpdateFailure(ERROR_INSTALL, f"railyard-slot install failed: {result.stderr.strip()}")
+
+    def unpack(self, payload: Path) -> Path:
+        """The slot image in a verified payload: the payload itself, or its gzip/xz/zstd contents."""
+        with payload.open("rb") as data:
+            magic = data.read(6)
+        target = self.paths.state_dir / "payload.img"
+        try:
+            if magic[:2] == b"\x1f\x8b" or magic == b"\xfd7zXZ\x00":
+                opener = gzip.open if magic[:2] == b"\x1f\x8b" else lzma.open
+                with opener(payload, "rb") as src, SparseWriter(target, 0) as dst:
+                    while chunk := src.read(CHUNK):
+                        dst.write(chunk)
+            elif magic[:4] == b"\x28\xb5\x2f\xfd":
+                subprocess.run(["zstd", "-q", "-d", "-f", "-o", str(target), str(payload)], check=True)
+            else:
+                return payload
+        except (OSError, EOFError, lzma.LZMAError, subprocess.CalledProcessError) as exc:
+            raise UpdateFailure(ERROR_INSTALL, f"cannot unpack the payload: {exc}") from exc
+        payload.unlink()
+        return target
+
+
+def allowed_signers(key_text: str) -> str:
+    """An allowed_signers file from the shipped key: kept as is, or built from a bare public key line."""
+    lines: list[str] = []
+    for raw in key_text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.split()[0].startswith(("ssh-", "ecdsa-", "sk-")):
+            line = f'{SIGNER_IDENTITY} namespaces="{SIGNING_NAMESPACE}" {line}'
+        lines.append(line)
+    return "\n".join(lines) + "\n"
