@@ -18,18 +18,14 @@ from harness.consolecheck import ConsoleMatch
 from harness.errors import BootError, ConfigError, RailyardError
 from harness.ignition import merge
 from harness.image_choice import ImageChoice
-from harness.l2hub import L2Hub
 from harness.machine import GuestMachine
 from harness.provisioning import base_ignition, compose_ignition, private_net_ignition
 from harness.records import MachineRecord
 from harness.run import Run
 from harness.targets import Requirements
-from platforms.base import FirstBootConfig, MachineSpec, PrivateNet
+from platforms.base import FirstBootConfig, MachineSpec, PrivateNet, PrivateNetwork
 
 log = logging.getLogger(__name__)
-
-
-PRIVATE_PREFIX = "10.0.3"
 
 
 def safe_name(text: str, limit: int = 60) -> str:
@@ -53,8 +49,7 @@ class MachineFactory:
         self._records: dict[str, MachineRecord] = {}
         self._lock = threading.Lock()
         self._counter = 0
-        self._hub: L2Hub | None = None
-        self._private_index = 0
+        self._network: PrivateNetwork | None = None
         self._life_slots: list[BootSlot] = []  # held until `finish` (under TCG)
 
     # -- Ignition -------------------------------------------------------------------------------------
@@ -88,8 +83,9 @@ class MachineFactory:
     ) -> list[GuestMachine]:
         """Boot `count` machines at once (admitted by host cores) and wait until each is up and settled.
 
-        With `private_network`, each machine gets a second NIC on a segment shared by every machine of this
-        factory, with a static address (`machine.private_address`), so the machines reach each other.
+        With `private_network`, the machines join the platform's private network shared by every machine of
+        this factory (a segment of their own on QEMU and libvirt, the run's subnet on a cloud), and
+        `machine.private_address` is where the others reach each.
         """
         config = self.ignition_for([ignition] if ignition else (), [butane] if butane else ())
         if count > self.run.platform_cls.max_cluster_size:
@@ -98,7 +94,7 @@ class MachineFactory:
                 f"{self.run.platform_cls.max_cluster_size} per test"
             )
         names = [self._next_name(name) for _ in range(count)]
-        nets = [self._private_net() if private_network else None for _ in names]
+        nets = [self._join_private_network(n) if private_network else None for n in names]
         if self.run.slots_for_life:
             # All machines of one request are admitted together; they hold their slots until `finish`.
             who = names[0] if count == 1 else f"{names[0]}..{names[-1]}"
@@ -127,15 +123,12 @@ class MachineFactory:
             self._counter += 1
             return safe_name(name) if name else f"{self.label}-{self._counter}"
 
-    def _private_net(self) -> PrivateNet:
+    def _join_private_network(self, name: str) -> PrivateNet | None:
         with self._lock:
-            if self._hub is None:
-                self._hub = L2Hub()
-            self._private_index += 1
-            index = self._private_index
-        if index > 250:
-            raise ConfigError("a private network holds at most 250 machines")
-        return PrivateNet(self._hub.port, f"52:54:00:cc:00:{index:02x}", f"{PRIVATE_PREFIX}.{index}/24")
+            if self._network is None:
+                self._network = self.run.platform.private_network()
+            network = self._network
+        return network.join(name)
 
     def _boot_one(self, name: str, config: dict[str, Any], net: PrivateNet | None = None) -> GuestMachine:
         workdir = self.directory / name
@@ -171,7 +164,6 @@ class MachineFactory:
                 channel=self.image.channel,
                 boot_gate=lambda: self._boot_gate(name),
             )
-            guest.private_address = net.address.split("/")[0] if net else None
             with self._lock:
                 self.machines.append(guest)
                 self._records[name] = MachineRecord(guest, ssh="no_ssh_key" not in self.req.flags)
@@ -227,9 +219,10 @@ class MachineFactory:
             except RailyardError as exc:
                 notes.append(f"cleanup of {guest.name} failed: {exc}")
         self.machines.clear()
-        if self._hub is not None:
-            self._hub.close()
-            self._hub = None
+        with self._lock:
+            network, self._network = self._network, None
+        if network is not None:
+            network.close()
         if not failed and not self.run.keep_artifacts:
             shutil.rmtree(self.directory, ignore_errors=True)
         return notes

@@ -91,8 +91,6 @@ class GuestMachine:
         self._boot_gate: BootGate = boot_gate or nullcontext
         self.boot_ids: list[str] = []
         self._os: GuestOS | None = None
-        self.private_address: str | None = None
-        """The address on the cluster's private network, when the machine has one."""
         self.notes: list[str] = []
         """What the harness did to this machine that a test's report should say (e.g. a recovery)."""
         self._forwards: list[RemoteForward] = []
@@ -103,6 +101,13 @@ class GuestMachine:
     @property
     def name(self) -> str:
         return self.vm.name
+
+    @property
+    def private_address(self) -> str | None:
+        """Where the other machines of its private network (`cluster(n)`) reach this one: the static
+        address of its private NIC on QEMU and libvirt (None when booted without one), the address in the
+        run's subnet on a cloud."""
+        return self.vm.private_address
 
     @property
     def os(self) -> GuestOS:

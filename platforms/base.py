@@ -51,12 +51,30 @@ class SSHEndpoint:
 
 @dataclass(frozen=True)
 class PrivateNet:
-    """A second NIC on a private segment shared by the machines of a cluster (see harness.l2hub)."""
+    """A second NIC on a private segment shared by the machines of a cluster (see platforms.qemu.l2hub)."""
 
     hub_port: int
     mac: str
     address: str
     """The guest's address with prefix length, e.g. `10.0.3.1/24`."""
+
+
+class PrivateNetwork:
+    """The network the machines of one request (`cluster(n)`) share, made by `Platform.private_network()`
+    and closed by whoever made it once its machines are gone.
+
+    This base class is the network a cloud's machines are already on (the run's subnet): a machine joins it
+    with no NIC of its own, and its `Machine.private_address` is the address the cloud gave it. Local
+    platforms return a segment of their own whose `join` gives each machine a second NIC.
+    """
+
+    def join(self, name: str) -> PrivateNet | None:
+        """The NIC machine `name` gets on this network (its `MachineSpec.private_net`); None when the
+        machine's own network is the shared one."""
+        return None
+
+    def close(self) -> None:
+        """Release what the network holds (a relay, a socket). Idempotent."""
 
 
 @dataclass(frozen=True)
@@ -194,6 +212,13 @@ class Machine(ABC):
         """The serial console log, appended to across reboots."""
         return self.spec.workdir / "console.txt"
 
+    @property
+    def private_address(self) -> str | None:
+        """The address the other machines of its private network reach this one at: the static address of
+        its private NIC here; a cloud's machines override this with the address the cloud gave them."""
+        net = self.spec.private_net
+        return net.address.split("/")[0] if net is not None else None
+
     @abstractmethod
     def is_running(self) -> bool: ...
 
@@ -289,6 +314,12 @@ class Platform(ABC):
     def upload_image(cls, request: UploadRequest) -> str:
         """Upload a local disk image and register it; returns the platform's id of the new image."""
         raise ConfigError(f"platform {cls.name!r} cannot upload images")
+
+    def private_network(self) -> PrivateNetwork:
+        """A network for machines booted together (`cluster(n)`); only with CAP_PRIVATE_NETWORK."""
+        if CAP_PRIVATE_NETWORK not in self.machine_capabilities:
+            raise ConfigError(f"platform {self.name!r} gives its machines no private network")
+        return PrivateNetwork()
 
     def validate(self) -> None:  # noqa: B027
         """Check options and host requirements before anything boots; raise ConfigError if unusable."""

@@ -31,7 +31,7 @@ from platforms.aws.launch import (
     create_security_group,
     describe_instance,
     find_ami,
-    find_vpc,
+    find_subnet,
     import_key_pair,
     put_config,
     run_instance,
@@ -43,6 +43,7 @@ from platforms.aws.upload import Ec2SnapshotImporter, SnapshotImporter, upload_i
 from platforms.aws.userdata import plan_user_data, pointer_config
 from platforms.base import (
     CAP_HOST_SERVICES,
+    CAP_PRIVATE_NETWORK,
     GarbageRequest,
     Machine,
     MachineSpec,
@@ -72,8 +73,10 @@ class AwsMachine(Machine):
         host: str,
         ami: str,
         cleanup: CleanupStack,
+        private_ip: str | None = None,
     ) -> None:
         super().__init__(spec)
+        self.private_ip = private_ip
         self.clients = clients
         self.settings = settings
         self.instance_id = instance_id
@@ -89,6 +92,11 @@ class AwsMachine(Machine):
     @property
     def ssh_endpoint(self) -> SSHEndpoint:
         return SSHEndpoint(self.host, 22, self.spec.ssh_user)
+
+    @property
+    def private_address(self) -> str | None:
+        """The instance's address in the run's subnet, where the run's other machines reach it."""
+        return self.private_ip
 
     @property
     def console_path(self) -> Path:
@@ -195,7 +203,8 @@ class AwsPlatform(CloudPlatform):
     name: ClassVar[str] = "aws"
     size_option: ClassVar[str] = "--aws-instance-type"
     # Host services reach the guest through the harness's SSH connection, as everywhere.
-    machine_capabilities: ClassVar[frozenset[str]] = frozenset({CAP_HOST_SERVICES})
+    # The machines of a run share one subnet and a security group that lets them reach each other.
+    machine_capabilities: ClassVar[frozenset[str]] = frozenset({CAP_HOST_SERVICES, CAP_PRIVATE_NETWORK})
     # How `upload_image` turns the uploaded raw disk into a snapshot (EC2's ImportSnapshot).
     snapshot_importer: ClassVar[Callable[[AwsClients, AwsSettings], SnapshotImporter]] = Ec2SnapshotImporter
 
@@ -208,6 +217,7 @@ class AwsPlatform(CloudPlatform):
         self._shared = CleanupStack()
         self._shared_lock = threading.Lock()
         self._group_id: str | None = None
+        self._subnet_id: str | None = None
         self._key_names: dict[str, str] = {}
         self._users = 0
         self._amis: dict[str, str] = {}
@@ -260,7 +270,7 @@ class AwsPlatform(CloudPlatform):
             self._users += 1
         cleanup = CleanupStack()
         try:
-            group_id, key_name = self._ensure_shared(spec, ssh_cidr)
+            group_id, subnet_id, key_name = self._ensure_shared(spec, ssh_cidr)
             tags = run_tags(self.ctx.run_id, utc_now(), spec.test_id, name=spec.name)
             user_data = plan.config
             if not plan.inline:
@@ -284,7 +294,7 @@ class AwsPlatform(CloudPlatform):
                 user_data=user_data,
                 security_group=group_id,
                 key_name=key_name,
-                subnet=self.settings.subnet,
+                subnet=subnet_id,
                 public_ip=not self.settings.private_ip,
                 tags=tags,
             )
@@ -297,10 +307,11 @@ class AwsPlatform(CloudPlatform):
                 poll_interval=self.settings.poll_interval, what=f"waiting for {instance_id} to run",
                 InstanceIds=[instance_id],
             )  # fmt: skip
-            host = self._address(describe_instance(self.clients, instance_id), instance_id)
+            instance = describe_instance(self.clients, instance_id)
+            host = self._address(instance, instance_id)
             machine = AwsMachine(
                 spec, clients=self.clients, settings=self.settings, instance_id=instance_id, host=host, ami=ami,
-                cleanup=cleanup,
+                cleanup=cleanup, private_ip=instance.get("PrivateIpAddress"),
             )  # fmt: skip
             # From here the machine terminates its instance itself (kill), keeping the console first.
             cleanup.discard(terminate_undo)
@@ -335,12 +346,13 @@ class AwsPlatform(CloudPlatform):
             self._amis[channel] = ami
         return ami
 
-    def _ensure_shared(self, spec: MachineSpec, ssh_cidr: str) -> tuple[str, str | None]:
-        """The run's security group and the key pair of the config's first SSH key, made on first use."""
+    def _ensure_shared(self, spec: MachineSpec, ssh_cidr: str) -> tuple[str, str, str | None]:
+        """The run's security group, its subnet and the key pair of the config's first SSH key, made (or
+        found) on first use."""
         tags = run_tags(self.ctx.run_id, utc_now(), name=f"railyard-{self.ctx.run_id}")
         with self._shared_lock:
-            if self._group_id is None:
-                vpc_id = find_vpc(self.clients, self.settings.subnet)
+            if self._group_id is None or self._subnet_id is None:
+                vpc_id, self._subnet_id = find_subnet(self.clients, self.settings.subnet)
                 self._group_id = create_security_group(
                     self.clients, self._shared, name=resource_name(self.ctx.run_id, "ssh"), vpc_id=vpc_id,
                     ssh_cidr=ssh_cidr, tags=tags, delete_timeout=self.settings.timeout,
@@ -356,7 +368,7 @@ class AwsPlatform(CloudPlatform):
                         public_line=keys[0], tags=tags,
                     )  # fmt: skip
                     self._key_names[keys[0]] = key_name
-            return self._group_id, key_name
+            return self._group_id, self._subnet_id, key_name
 
     def _leave(self, failed: bool) -> None:
         """A machine stopped using the shared resources; after a failed boot with nobody else left, delete
@@ -371,6 +383,7 @@ class AwsPlatform(CloudPlatform):
         and an error here must not hide the one that led to it)."""
         failures = self._shared.unwind()
         self._group_id = None
+        self._subnet_id = None
         self._key_names.clear()
         if failures:
             log.error("cleanup of the run's AWS resources failed: %s", "; ".join(failures))

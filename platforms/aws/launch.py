@@ -69,8 +69,9 @@ def find_ami(clients: AwsClients, settings: AwsSettings, channel: str) -> str:
     return str(best["ImageId"])
 
 
-def find_vpc(clients: AwsClients, subnet: str | None) -> str:
-    """The VPC of --aws-subnet, or the region's default VPC."""
+def find_subnet(clients: AwsClients, subnet: str | None) -> tuple[str, str]:
+    """(VPC, subnet) of the run's machines: --aws-subnet, or one subnet of the region's default VPC (the
+    default subnet of the first availability zone by name), so that the machines of a run share a subnet."""
     if subnet:
         with aws_errors(f"looking up subnet {subnet}"):
             try:
@@ -82,14 +83,22 @@ def find_vpc(clients: AwsClients, subnet: str | None) -> str:
                     raise
         if not subnets:
             raise ConfigError(f"--aws-subnet={subnet}: no such subnet in {clients.region}")
-        return str(subnets[0]["VpcId"])
+        return str(subnets[0]["VpcId"]), subnet
     with aws_errors("looking up the default VPC"):
         vpcs = clients.ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}]).get("Vpcs", [])
     if not vpcs:
         raise ConfigError(
             f"{clients.region} has no default VPC: pass --aws-subnet=subnet-... for the machines"
         )
-    return str(vpcs[0]["VpcId"])
+    vpc_id = str(vpcs[0]["VpcId"])
+    with aws_errors(f"looking up the default subnets of {vpc_id}"):
+        found = clients.ec2.describe_subnets(
+            Filters=[{"Name": "vpc-id", "Values": [vpc_id]}, {"Name": "default-for-az", "Values": ["true"]}]
+        ).get("Subnets", [])
+    if not found:
+        raise ConfigError(f"the default VPC {vpc_id} has no default subnet: pass --aws-subnet=subnet-...")
+    first = min(found, key=lambda s: (str(s.get("AvailabilityZone", "")), str(s["SubnetId"])))
+    return vpc_id, str(first["SubnetId"])
 
 
 def describe_instance(clients: AwsClients, instance_id: str) -> InstanceTypeDef:
@@ -115,7 +124,8 @@ def create_security_group(
     delete_timeout: float,
     poll_interval: float,
 ) -> str:
-    """A security group letting SSH in from `ssh_cidr` only (outbound stays open for Ignition and updates)."""
+    """A security group letting SSH in from `ssh_cidr` only, and anything in from its own members (outbound
+    stays open for Ignition and updates)."""
     with aws_errors(f"creating security group {name}"):
         group_id = clients.ec2.create_security_group(
             GroupName=name,
@@ -141,7 +151,15 @@ def create_security_group(
             IpPermissions=[permission],
             TagSpecifications=tag_specifications(tags, ["security-group-rule"]),
         )
-    log.info("security group %s: SSH from %s", group_id, ssh_cidr)
+    # The machines of the run reach each other on every port (a cluster's private network).
+    members: Any = {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": group_id, "Description": "the run"}]}
+    with aws_errors(f"letting the machines of {group_id} reach each other"):
+        clients.ec2.authorize_security_group_ingress(
+            GroupId=group_id,
+            IpPermissions=[members],
+            TagSpecifications=tag_specifications(tags, ["security-group-rule"]),
+        )
+    log.info("security group %s: SSH from %s, and all traffic between its machines", group_id, ssh_cidr)
     return group_id
 
 

@@ -37,6 +37,7 @@ from platforms.azure.settings import AzureSettings, add_options, check_ssh_cidr,
 from platforms.azure.vhd import BlobUploader, RestPageBlobUploader, convert_to_vhd, fetch_text
 from platforms.base import (
     CAP_HOST_SERVICES,
+    CAP_PRIVATE_NETWORK,
     GarbageRequest,
     Machine,
     MachineSpec,
@@ -83,6 +84,12 @@ class AzureMachine(Machine):
     @property
     def ssh_endpoint(self) -> SSHEndpoint:
         return SSHEndpoint(self.host, 22, self.spec.ssh_user)
+
+    @property
+    def private_address(self) -> str | None:
+        """The NIC's address in the run's subnet (one virtual network per run: the machines reach each other
+        on it, which Azure's default security rules allow)."""
+        return self.launched.private_ip
 
     @property
     def console_path(self) -> Path:
@@ -193,7 +200,7 @@ class AzurePlatform(CloudPlatform):
     name: ClassVar[str] = "azure"
     size_option: ClassVar[str] = "--azure-vm-size"
     # Host services reach the guest through the harness's SSH connection, as everywhere.
-    machine_capabilities: ClassVar[frozenset[str]] = frozenset({CAP_HOST_SERVICES})
+    machine_capabilities: ClassVar[frozenset[str]] = frozenset({CAP_HOST_SERVICES, CAP_PRIVATE_NETWORK})
 
     def __init__(self, ctx: PlatformContext) -> None:
         super().__init__(ctx)

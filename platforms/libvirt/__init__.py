@@ -35,6 +35,7 @@ from platforms.base import (
     MachineSpec,
     Platform,
     PlatformContext,
+    PrivateNetwork,
     SSHEndpoint,
 )
 from platforms.libvirt.gc import collect_on, pid_start_time, remove_domain, volume_names
@@ -58,6 +59,7 @@ from platforms.libvirt.xml import (
     domain_xml,
 )
 from platforms.qemu.command import OVMF_CODE, OVMF_VARS, forwarded_port
+from platforms.qemu.l2hub import HubNetwork
 
 __all__ = ["LibvirtMachine", "LibvirtPlatform", "domain_xml"]
 
@@ -326,6 +328,11 @@ class LibvirtPlatform(Platform):
     def pick(self) -> Hypervisor:
         """The hypervisor of the next machine (round-robin)."""
         return self.hypervisors[next(self._next) % len(self.hypervisors)]
+
+    def private_network(self) -> PrivateNetwork:
+        """The same segment as QEMU's (an L2 hub in this process, which each domain's QEMU connects to), so
+        it needs hypervisors on this host."""
+        return HubNetwork()
 
     # -- boot --------------------------------------------------------------------------------------------
 

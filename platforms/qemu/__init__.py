@@ -34,6 +34,7 @@ from platforms.base import (
     MachineSpec,
     Platform,
     PlatformContext,
+    PrivateNetwork,
     SSHEndpoint,
 )
 from platforms.qemu.command import (
@@ -48,6 +49,7 @@ from platforms.qemu.command import (
     qemu_command,
     socket_path_fits,
 )
+from platforms.qemu.l2hub import HubNetwork
 from platforms.qemu.process import (
     RUNTIME_PREFIX,
     SOCKET_DIR_PREFIX,
@@ -215,6 +217,10 @@ class QemuPlatform(Platform):
         self._launcher = ProcessLauncher()
         # A machine kept for a person to inspect must survive the test process, so it cannot die with it.
         self.die_with_parent = not ctx.options.get("keep_on_failure")
+
+    def private_network(self) -> PrivateNetwork:
+        """An L2 segment relayed by this process; each machine gets a second NIC with a static address."""
+        return HubNetwork()
 
     @classmethod
     def collect_leftovers(cls, request: GarbageRequest) -> list[str]:

@@ -66,7 +66,8 @@ def test_security_group_lets_ssh_in_from_the_one_cidr_only(aws, make_platform, m
     [instance] = aws.live_instances()
     [interface] = instance["NetworkInterfaces"]
     assert [g["GroupId"] for g in interface["Groups"]] == [group["GroupId"]]
-    [rule] = group["IpPermissions"]
+    # From addresses: SSH from the one range only (the other rule lets the run's own machines in).
+    [rule] = [r for r in group["IpPermissions"] if r.get("IpRanges") or r.get("Ipv6Ranges")]
     assert (rule["IpProtocol"], rule["FromPort"], rule["ToPort"]) == ("tcp", 22, 22)
     assert [r["CidrIp"] for r in rule["IpRanges"]] == [SSH_CIDR]
     assert rule.get("Ipv6Ranges", []) == []
@@ -209,6 +210,22 @@ def test_private_ip_mode_connects_to_the_private_address(aws, make_platform, mak
     machine = make_platform(aws_private_ip=True).boot(make_spec())
     [instance] = aws.live_instances()
     assert machine.ssh_endpoint.host == instance["PrivateIpAddress"]
+
+
+def test_machines_of_a_run_share_a_subnet_and_reach_each_other(aws, make_platform, make_spec):
+    aws.register_ami("railyard-stable-1.0.0")
+    platform = make_platform()
+    assert "private-network" in platform.machine_capabilities
+    first, second = platform.boot(make_spec("m1")), platform.boot(make_spec("m2"))
+    instances = {i["InstanceId"]: i for i in aws.live_instances()}
+    assert len({i["SubnetId"] for i in instances.values()}) == 1, "one subnet per run"
+    for machine in (first, second):
+        assert machine.private_address == instances[machine.instance_id]["PrivateIpAddress"]
+    assert first.private_address != second.private_address
+    [group] = aws.our_groups()
+    members = [r for r in group["IpPermissions"] if r["IpProtocol"] == "-1"]
+    assert [pair["GroupId"] for r in members for pair in r["UserIdGroupPairs"]] == [group["GroupId"]]
+    assert not [r for r in members if r.get("IpRanges")], "only the run's own machines, no address range"
 
 
 def test_machine_power_and_console(aws, make_platform, make_spec):

@@ -275,6 +275,20 @@ def test_private_ip_mode_creates_no_public_ip(fake_arm, make_platform, tmp_path)
     assert "publicIPAddress" not in nic_put.body["properties"]["ipConfigurations"][0]["properties"]
 
 
+def test_machines_of_a_run_share_its_subnet(fake_arm, make_platform, tmp_path):
+    platform = make_platform()
+    assert "private-network" in platform.machine_capabilities
+    first = platform.boot(machine_spec(tmp_path, "m1"))
+    second = platform.boot(machine_spec(tmp_path, "m2"))
+    nics = fake_arm.find("PUT", r"/networkInterfaces/")
+    subnets = {n.body["properties"]["ipConfigurations"][0]["properties"]["subnet"]["id"] for n in nics}
+    assert len(subnets) == 1, "one subnet per run"
+    addresses = [first.private_address, second.private_address]
+    assert all(a and a.startswith("10.77.0.") for a in addresses)
+    assert addresses[0] != addresses[1]
+    assert first.private_address == first.launched.private_ip
+
+
 def test_managed_image_id_needs_no_plan(fake_arm, make_platform, tmp_path):
     image_id = (
         "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/railyard-images/providers/"

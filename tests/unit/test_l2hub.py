@@ -1,8 +1,13 @@
 import socket
 import struct
 
-from harness.l2hub import L2Hub
+import pytest
+
+from harness.acceleration import Timeouts, detect
+from harness.errors import ConfigError
 from harness.retry import poll
+from platforms.base import CAP_PRIVATE_NETWORK, Platform, PlatformContext
+from platforms.qemu.l2hub import HubNetwork, L2Hub
 
 BROADCAST = b"\xff" * 6
 
@@ -43,3 +48,37 @@ def test_broadcast_reaches_others_and_unicast_is_learned():
         finally:
             for p in peers:
                 p.close()
+
+
+def test_hub_network_gives_each_machine_its_own_nic_on_one_hub():
+    network = HubNetwork()
+    first, second = network.join("m1"), network.join("m2")
+    assert first.hub_port == second.hub_port
+    assert (first.address, second.address) == ("10.0.3.1/24", "10.0.3.2/24")
+    assert first.mac != second.mac
+    with socket.create_connection(("127.0.0.1", first.hub_port), timeout=5):
+        pass  # the hub listens while the network is open
+    network.close()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", first.hub_port), timeout=5)
+    network.close()  # twice is fine
+
+
+def test_a_platform_without_the_capability_has_no_private_network(tmp_path):
+    class Bare(Platform):
+        name = "bare"
+
+        def _boot(self, spec):  # pragma: no cover - never called
+            raise AssertionError
+
+        def _destroy(self, machine):  # pragma: no cover - never called
+            raise AssertionError
+
+    ctx = PlatformContext("run", tmp_path, detect("tcg"), Timeouts.for_acceleration(detect("tcg")), {})
+    with pytest.raises(ConfigError, match="no private network"):
+        Bare(ctx).private_network()
+
+    class Cloudy(Bare):
+        machine_capabilities = frozenset({CAP_PRIVATE_NETWORK})
+
+    assert Cloudy(ctx).private_network().join("m1") is None, "a cloud's machines need no NIC of their own"

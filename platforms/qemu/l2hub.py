@@ -1,4 +1,4 @@
-"""A private Ethernet segment for the machines of a cluster, relayed over 127.0.0.1.
+"""The private network of QEMU and libvirt machines: an Ethernet segment relayed over 127.0.0.1.
 
 QEMU's `-netdev socket,connect=127.0.0.1:PORT` sends each frame as a 4-byte big-endian length and the frame.
 The hub learns which connection each source MAC lives behind and forwards unicast frames there; broadcast,
@@ -15,9 +15,15 @@ import struct
 import threading
 from types import TracebackType
 
+from harness.errors import ConfigError
+from platforms.base import PrivateNet, PrivateNetwork
+
 log = logging.getLogger(__name__)
 
 MAX_FRAME = 65536 + 18
+SEGMENT_PREFIX = "10.0.3"
+"""The /24 of a segment's static addresses (distinct from QEMU user networking's 10.0.2.0/24)."""
+MAX_MEMBERS = 250
 
 
 def _recv_exact(sock: socket.socket, size: int) -> bytes | None:
@@ -56,10 +62,6 @@ class L2Hub:
     def peer_count(self) -> int:
         with self._lock:
             return len(self._peers)
-
-    @property
-    def qemu_netdev(self) -> str:
-        return f"socket,connect=127.0.0.1:{self.port}"
 
     def _accept(self) -> None:
         while not self._closed.is_set():
@@ -124,3 +126,30 @@ class L2Hub:
             with contextlib.suppress(OSError):
                 peer.shutdown(socket.SHUT_RDWR)
             peer.close()
+
+
+class HubNetwork(PrivateNetwork):
+    """A private network of local machines: a second NIC each (`-netdev socket` to an L2Hub of this
+    process), with the static addresses 10.0.3.1, .2, ... in the order the machines join."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._hub: L2Hub | None = None
+        self._members = 0
+
+    def join(self, name: str) -> PrivateNet:
+        with self._lock:
+            if self._members >= MAX_MEMBERS:
+                raise ConfigError(f"{name}: a private network holds at most {MAX_MEMBERS} machines")
+            if self._hub is None:
+                self._hub = L2Hub()
+            self._members += 1
+            index = self._members
+            port = self._hub.port
+        return PrivateNet(port, f"52:54:00:cc:00:{index:02x}", f"{SEGMENT_PREFIX}.{index}/24")
+
+    def close(self) -> None:
+        with self._lock:
+            hub, self._hub = self._hub, None
+        if hub is not None:
+            hub.close()
