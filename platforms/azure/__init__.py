@@ -290,18 +290,19 @@ class AzurePlatform(CloudPlatform):
         self._released = True
 
     def close(self) -> None:
-        """Delete the resource group (and so every machine in it), unless a machine was kept for a person."""
-        try:
-            if self._released or self._group is None:
-                super().close()
-                if self._group is not None and self._group.created:
-                    log.warning(
-                        "azure: resource group %s is left for the machines kept running; delete it with "
-                        "`az group delete -n %s` or `railyard gc --platform=azure`",
-                        self.group_name,
-                        self.group_name,
-                    )
-                return
+        """Delete the resource group (and so every machine in it), unless a machine was kept for a person.
+        When that fails the error names the group and the clients stay open, so that close can be tried
+        again."""
+        if self._released or self._group is None:
+            super().close()
+            if self._group is not None and self._group.created:
+                log.warning(
+                    "azure: resource group %s is left for the machines kept running; delete it with "
+                    "`az group delete -n %s` or `railyard gc --platform=azure`",
+                    self.group_name,
+                    self.group_name,
+                )
+        else:
             for machine in self.machines:
                 if isinstance(machine, AzureMachine) and not machine.gone:
                     machine.refresh_console()
@@ -309,9 +310,8 @@ class AzurePlatform(CloudPlatform):
                 with self._lock:
                     self._machines.remove(machine)
             self._group.delete()
-        finally:
-            if self._clients is not None:
-                self._clients.close()
+        if self._clients is not None:
+            self._clients.close()
 
     # -- garbage --------------------------------------------------------------------------------------------
 
