@@ -231,6 +231,14 @@ class Machine(ABC):
         variables: a cold boot, where `reset` is a warm one. Only with CAP_POWER_CYCLE."""
         raise PlatformError(f"{self.name}: this platform cannot power-cycle a machine")
 
+    def save_snapshot(self, tag: str, timeout: float = 120.0) -> None:
+        """Save the machine's whole state (disks, memory, devices) as `tag`. Only with CAP_SNAPSHOT."""
+        raise PlatformError(f"{self.name}: this platform cannot snapshot a machine")
+
+    def load_snapshot(self, tag: str, timeout: float = 120.0) -> None:
+        """Return the running machine to the state saved as `tag`. Only with CAP_SNAPSHOT."""
+        raise PlatformError(f"{self.name}: this platform cannot restore a machine's snapshot")
+
     @abstractmethod
     def poweroff(self, timeout: float) -> None:
         """Ask the guest to power off; force it off after `timeout` seconds."""
