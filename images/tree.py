@@ -68,6 +68,7 @@ OVERLAY_MODES: dict[str, int] = {
     "usr/bin/railyard-update": 0o755,
     "usr/lib/railyard/update-agent": 0o755,
     "usr/lib/railyard/health-check": 0o755,
+    "usr/lib/railyard/ssh-host-key": 0o755,
     "etc/sudoers.d/railyard": 0o440,
 }
 
