@@ -30,6 +30,13 @@ from tests.aws.conftest import make_platform as aws_platform_factory  # noqa: F4
 from tests.azure.conftest import azure_options, fake_arm, fake_arm_server  # noqa: F401  (fixtures)
 from tests.azure.conftest import make_platform as azure_platform_factory  # noqa: F401
 from tests.contract.fake_guest import FakeGuest, fake_guest
+
+try:
+    import libvirt  # noqa: F401
+except ImportError:  # the libvirt target then fails on its missing fixture, naming it
+    pass
+else:
+    from tests.libvirt.conftest import hypervisors, vm_budget  # noqa: F401  (fixtures)
 from tests.integration.helpers import leftover_disks, qemu_processes_under
 
 RUN_ID = "20240101-000000-abcd"

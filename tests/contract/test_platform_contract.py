@@ -130,7 +130,9 @@ def test_platform_contract(target: ContractTarget) -> None:
     try:
         guest.wait_for_ssh()
         assert guest.succeed("echo contract") == "contract\n"
-        for capability in sorted(capabilities):  # in a fixed order; each leaves the machine answering SSH
+        # In a fixed order, each leaving the machine answering SSH. `hard-reset` comes first, seconds after the
+        # first boot: what the first boot wrote (sshd's host key) must already be on the disk.
+        for capability in sorted(capabilities):
             CHECKS[capability](target, guest)
         guest.succeed("true")
     finally:
