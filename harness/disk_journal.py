@@ -78,6 +78,9 @@ def _run(argv: list[str], what: str, ok: tuple[int, ...] = (0,)) -> str:
 def read_journal(disk: Path, args: tuple[str, ...] = ("-o", "short-monotonic")) -> str:
     """The journal on `disk` (a qcow2 or raw image of a stopped machine), rendered by `journalctl`.
 
+    It holds what reached the machine's disk before it stopped: the last seconds of a machine that was cut
+    off may be missing (journald writes through the page cache).
+
     Raises DiskJournalError naming the step that failed (a missing tool, no root partition, no journal).
     """
     for tool in ("qemu-img", "sfdisk", "dd", "e2fsck", "debugfs", "journalctl"):

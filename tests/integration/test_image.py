@@ -42,8 +42,10 @@ def test_ignition_adds_user_with_key_and_writes_file(machine_factory, tester_key
 
     # A stopped machine's journal, read from its own disk on the host (how a boot that never answered SSH
     # is diagnosed): it holds what this boot logged.
+    # `journalctl --sync` of systemd 252 may answer before journald's flush thread has written the files
+    # out, and a killed machine keeps only what reached its disk: `sync` waits for all of it.
     marker = f"railyard-disk-journal-{machine.boot_ids[-1]}"
-    machine.succeed(f"logger -t railyard-test {marker} && sudo journalctl --sync")
+    machine.succeed(f"logger -t railyard-test {marker} && sudo journalctl --sync && sync")
     machine.close()
     machine.vm.kill()
     journal = read_journal(machine.vm.disk_path())
