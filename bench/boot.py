@@ -1,126 +1,153 @@
-"""Boot benchmark of the default image under this host's acceleration.
+"""Boot benchmark of the default image under this host's acceleration: how long, and where the time goes.
 
 Prints, as medians over --runs: a plain `qemu-system-x86_64` boot of the same kernel with a minimal initramfs
 (direct kernel boot to a PID 1 that powers off), the default image's first boot with Ignition to an SSH login,
-and a reboot to a new boot id; then the ratios to the plain boot, and the targets.
+a reboot to a new boot id, and the restore of a checkpoint of a booted machine to an SSH login; their ratios
+to the plain boot and the targets; then the phases of a first boot and of a reboot (shutdown, firmware + boot
+loader, kernel, initramfs before Ignition, Ignition, initramfs after it, switch-root to multi-user.target,
+sshd), from console lines stamped on the host and the guest's systemd-analyze and journal (bench.boot_phases).
 
-    .venv/bin/python bench/boot.py [--runs 3]
+    .venv/bin/python bench/boot.py [--runs 3] [--json PATH|-] [--artifacts DIR]
 """
 
 from __future__ import annotations
 
 import argparse
-import io
+import json
+import logging
 import shutil
-import statistics
-import subprocess
 import sys
-import tarfile
 import tempfile
-import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TextIO
 
-from harness.acceleration import Timeouts, detect
-from harness.distros import get_distro
-from harness.ignition import IgnitionConfig
-from harness.machine import GuestMachine
-from harness.ssh import generate_keypair
-from images.build import default_cache_dir, ensure_image
-from platforms.base import FirstBootConfig, MachineSpec, PlatformContext
-from platforms.qemu import QemuPlatform
-from platforms.qemu.command import accel_args
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: bench/ is a package
+
+from bench.boot_phases import BOOT_PHASES, REBOOT_PHASES, median, median_phases
+from bench.boot_run import BootBench, BootMeasure, RunResult
+from bench.plain_boot import image_kernel, minimal_initramfs, plain_boot
+from harness.acceleration import detect
 
 TARGET_FIRST_BOOT = 40.0
 TARGET_REBOOT = 25.0
-MARKER = b"RAILYARD-BENCH-USERSPACE"
+TARGET_RESTORE = 3.0
+NO_FIRSTBOOT_CHECKPOINTS = "not measured (no first-boot checkpoints yet)"
+NO_RESTORE = "not measured (the QEMU platform has no save_checkpoint/restore)"
 
 
-def _newc(entries: list[tuple[str, int, bytes]]) -> bytes:
-    """A cpio archive in the kernel's `newc` format: (name, mode, data) entries."""
-    out = io.BytesIO()
-    for ino, (name, mode, data) in enumerate([*entries, ("TRAILER!!!", 0, b"")], start=1):
-        encoded = name.encode() + b"\0"
-        fields = [ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(encoded), 0]
-        out.write(b"070701" + b"".join(f"{v:08x}".encode() for v in fields) + encoded)
-        out.write(b"\0" * (-out.tell() % 4) + data)
-        out.write(b"\0" * (-out.tell() % 4))
-    return out.getvalue()
+@dataclass
+class Summary:
+    accel: str
+    plain: list[float]
+    runs: list[RunResult]
+    restore_note: str | None
+
+    def phases(self, which: str) -> dict[str, float | None]:
+        names = BOOT_PHASES if which == "first" else REBOOT_PHASES
+        return median_phases([self._boot(run, which).phases for run in self.runs], names)
+
+    def seconds(self, which: str) -> float | None:
+        return median([self._boot(run, which).seconds for run in self.runs])
+
+    def restore(self) -> float | None:
+        return median([run.restore_s for run in self.runs if run.restore_s is not None])
+
+    @staticmethod
+    def _boot(run: RunResult, which: str) -> BootMeasure:
+        return run.first if which == "first" else run.reboot
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "acceleration": self.accel,
+            "runs": len(self.runs),
+            "plain_kernel_s": median(self.plain),
+            "first_boot_s": self.seconds("first"),
+            "reboot_s": self.seconds("reboot"),
+            "restore_s": self.restore(),
+            "firstboot_restore_s": None,
+            "first_boot_phases": self.phases("first"),
+            "reboot_phases": self.phases("reboot"),
+            "targets": {
+                "first_boot_s": TARGET_FIRST_BOOT,
+                "reboot_s": TARGET_REBOOT,
+                "restore_s": TARGET_RESTORE,
+            },
+            "notes": {
+                "restore_s": self.restore_note,
+                "firstboot_restore_s": NO_FIRSTBOOT_CHECKPOINTS,
+            },
+            "per_run": [_run_json(run) for run in self.runs],
+        }
 
 
-def minimal_initramfs(directory: Path) -> Path:
-    init = directory / "init"
-    source = Path(__file__).with_name("mini_init.c")
-    subprocess.run(["gcc", "-static", "-Os", "-o", str(init), str(source)], check=True)
-    cpio = directory / "mini.cpio"
-    cpio.write_bytes(_newc([("dev", 0o040755, b""), ("init", 0o100755, init.read_bytes())]))
-    return cpio
+def _boot_json(boot: BootMeasure) -> dict[str, Any]:
+    return {
+        "seconds": boot.seconds,
+        "phases": boot.phases.seconds,
+        "notes": boot.phases.notes,
+        "systemd_analyze": dict(boot.analyze.parts) if boot.analyze else None,
+        "blame": [[unit, seconds] for unit, seconds in boot.blame],
+        "critical_chain": [[link.unit, link.at, link.took] for link in boot.chain],
+        "shutdown_console": [[round(at, 2), text] for at, text in boot.shutdown_console],
+        "marks": boot.marks,
+    }
 
 
-def image_kernel(directory: Path) -> Path:
-    """The kernel of the default image, from the cached root file system."""
-    [tarball] = sorted((default_cache_dir() / "rootfs").glob("rootfs-*.tar"))[-1:]
-    with tarfile.open(tarball) as tar:
-        member = next(m for m in tar.getmembers() if Path(m.name).name.startswith("vmlinuz-"))
-        data = tar.extractfile(member)
-        assert data is not None
-        kernel = directory / "vmlinuz"
-        kernel.write_bytes(data.read())
-    return kernel
+def _run_json(run: RunResult) -> dict[str, Any]:
+    return {"first_boot": _boot_json(run.first), "reboot": _boot_json(run.reboot), "restore_s": run.restore_s}
 
 
-def plain_boot(kernel: Path, initrd: Path, accel_name: str, workdir: Path) -> float:
-    accel = detect(accel_name)
-    console = workdir / "plain-console.txt"
-    argv = [
-        "qemu-system-x86_64", "-machine", "q35", *accel_args(accel), "-smp", "2", "-m", "1024",
-        "-nodefaults", "-vga", "none", "-display", "none", "-no-reboot",
-        "-serial", f"file:{console}", "-kernel", str(kernel), "-initrd", str(initrd),
-        "-append", "console=ttyS0 quiet panic=-1",
-    ]  # fmt: skip
-    start = time.monotonic()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        while MARKER not in (console.read_bytes() if console.exists() else b""):
-            if proc.poll() is not None or time.monotonic() - start > 300:
-                raise RuntimeError("the plain boot did not reach userspace")
-            time.sleep(0.05)
-        return time.monotonic() - start
-    finally:
-        proc.kill()
-        proc.wait()
+def _seconds(value: float | None, width: int = 6) -> str:
+    return f"{value:{width}.1f} s" if value is not None else f"{'-':>{width}}  "
 
 
-def image_boots(accel_name: str, workdir: Path) -> tuple[float, float]:
-    accel = detect(accel_name)
-    timeouts = Timeouts.for_acceleration(accel)
-    built = ensure_image()
-    distro = get_distro("railyard")
-    keys = generate_keypair(workdir)
-    ignition = FirstBootConfig.render(
-        IgnitionConfig().add_user("core", ssh_keys=[keys.public_line], groups=["sudo"]).to_dict()
-    )
-    ctx = PlatformContext("bench", workdir, accel, timeouts, {})
-    platform = QemuPlatform(ctx)
-    platform.validate()
-    try:
-        spec = MachineSpec(
-            name="bench", image=built.path, ignition=ignition, ignition_fw_cfg=distro.ignition_fw_cfg,
-            workdir=workdir / f"m-{time.monotonic_ns()}",
-        )  # fmt: skip
-        spec.workdir.mkdir(parents=True)
-        start = time.monotonic()
-        vm = platform.boot(spec)
-        guest = GuestMachine(vm, pkey=keys.pkey, timeouts=timeouts, distro=distro, channel="stable")
-        guest.wait_for_ssh()
-        first = time.monotonic() - start
-        guest.settle()
-        start = time.monotonic()
-        guest.reboot()
-        reboot = time.monotonic() - start
-        guest.close()
-        return first, reboot
-    finally:
-        platform.close()
+def _line(label: str, value: float | None, plain: float | None, target: float) -> str:
+    if value is None:
+        return f"{label:<46}{'not measured':>8}"
+    ratio = f"ratio {value / plain:5.2f}" if plain else "ratio     -"
+    return f"{label:<46}{_seconds(value)}  {ratio}  target <= {target:.0f} s"
+
+
+def render(summary: Summary, out: TextIO) -> None:
+    """The human-readable report: totals with ratios and targets, phases, and the last run's details."""
+    plain = median(summary.plain)
+    print(f"acceleration: {summary.accel}, median of {len(summary.runs)} runs", file=out)
+    print(f"{'plain kernel + minimal initramfs to userspace:':<46}{_seconds(plain)}", file=out)
+    first, reboot = summary.seconds("first"), summary.seconds("reboot")
+    print(_line("first boot with Ignition to SSH login:", first, plain, TARGET_FIRST_BOOT), file=out)
+    print(_line("reboot to a new boot id:", reboot, plain, TARGET_REBOOT), file=out)
+    restore = summary.restore()
+    if restore is None:
+        print(f"{'restore of a booted checkpoint to SSH login:':<46}{summary.restore_note}", file=out)
+    else:
+        print(_line("restore of a booted checkpoint to SSH login:", restore, plain, TARGET_RESTORE), file=out)
+    print(f"{'first boot from a first-boot checkpoint:':<46}{NO_FIRSTBOOT_CHECKPOINTS}", file=out)
+    firsts, reboots = summary.phases("first"), summary.phases("reboot")
+    print(f"\nphases (median){'first boot':>40}{'reboot':>12}", file=out)
+    for name in REBOOT_PHASES:
+        print(f"  {name:<41}{_seconds(firsts.get(name), 8)}{_seconds(reboots.get(name), 8)}", file=out)
+    sums = [sum(v for v in phases.values() if v is not None) for phases in (firsts, reboots)]
+    print(f"  {'sum of the phases':<41}{_seconds(sums[0], 8)}{_seconds(sums[1], 8)}", file=out)
+    if not summary.runs:
+        return
+    last = summary.runs[-1]
+    for title, boot in (("first boot", last.first), ("reboot", last.reboot)):
+        print(f"\n{title} (last run, {boot.seconds:.1f} s):", file=out)
+        for note in boot.phases.notes:
+            print(f"  note: {note}", file=out)
+        if boot.analyze is not None:
+            parts = " + ".join(f"{v:.1f} s ({k})" for k, v in boot.analyze.parts.items())
+            print(f"  systemd-analyze: {parts} = {boot.analyze.total:.1f} s", file=out)
+        else:
+            print("  systemd-analyze: not available", file=out)
+        print("  blame: " + ", ".join(f"{unit} {s:.1f} s" for unit, s in boot.blame[:6]), file=out)
+        chain = [f"{x.unit} @{x.at:.1f}" + (f" +{x.took:.1f}" if x.took else "") for x in boot.chain[:6]]
+        print("  critical chain: " + " <- ".join(chain), file=out)
+        seen = [f"{name} +{at:.1f} s" for name, at in boot.marks.items() if at is not None]
+        print("  seen at: " + (", ".join(seen) or "nothing"), file=out)
+        for at, text in boot.shutdown_console:
+            print(f"  console +{at:6.1f} s  {text[:100]}", file=out)
 
 
 def main() -> int:
@@ -129,28 +156,45 @@ def main() -> int:
     )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"))
+    parser.add_argument(
+        "--json", metavar="PATH", help="also write the results as JSON to PATH (- for stdout)"
+    )
+    parser.add_argument(
+        "--artifacts", metavar="DIR", type=Path, help="keep consoles, journals, analyses here"
+    )
+    parser.add_argument("--skip-plain", action="store_true", help="leave out the plain kernel boot")
     args = parser.parse_args()
-    if shutil.which("gcc") is None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    if shutil.which("gcc") is None and not args.skip_plain:
         print(
             "bench: gcc is needed for the minimal initramfs (apt-get install gcc libc6-dev)", file=sys.stderr
         )
         return 2
+    accel = detect(args.accel)
     with tempfile.TemporaryDirectory(prefix="railyard-bench-") as tmp:
         workdir = Path(tmp)
-        kernel, initrd = image_kernel(workdir), minimal_initramfs(workdir)
-        plain = [plain_boot(kernel, initrd, args.accel, workdir) for _ in range(args.runs)]
-        boots = [image_boots(args.accel, workdir) for _ in range(args.runs)]
-    p = statistics.median(plain)
-    first = statistics.median(b[0] for b in boots)
-    reboot = statistics.median(b[1] for b in boots)
-    print(f"acceleration: {detect(args.accel).name}, median of {args.runs} runs")
-    print(f"plain kernel + minimal initramfs to userspace: {p:6.1f} s")
-    print(
-        f"first boot with Ignition to SSH login:        {first:6.1f} s  ratio {first / p:5.2f}  target <= {TARGET_FIRST_BOOT:.0f} s"
-    )
-    print(
-        f"reboot to a new boot id:                      {reboot:6.1f} s  ratio {reboot / p:5.2f}  target <= {TARGET_REBOOT:.0f} s"
-    )
+        plain: list[float] = []
+        if not args.skip_plain:
+            kernel, initrd = image_kernel(workdir), minimal_initramfs(workdir)
+            plain = [
+                plain_boot(kernel, initrd, args.accel, workdir / f"plain-console-{n}.txt")
+                for n in range(args.runs)
+            ]
+        bench = BootBench(accel, workdir, args.artifacts)
+        try:
+            note = None if bench.restore_supported else NO_RESTORE
+            runs = [bench.run(n) for n in range(args.runs)]
+        finally:
+            bench.close()
+    summary = Summary(accel.name, plain, runs, note)
+    # With --json -, the JSON alone goes to stdout and the table to stderr.
+    render(summary, sys.stderr if args.json == "-" else sys.stdout)
+    if args.json:
+        text = json.dumps(summary.to_json(), indent=2) + "\n"
+        if args.json == "-":
+            sys.stdout.write(text)
+        else:
+            Path(args.json).write_text(text)
     return 0
 
 

@@ -1,0 +1,211 @@
+"""One run of the boot benchmark on a real machine: a first boot with Ignition, a reboot, and the restore of
+a checkpoint of the booted machine; each boot measured to an SSH login and split into phases afterwards."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+from bench.boot_phases import (
+    AnalyzeTimes,
+    BootRecord,
+    ChainLink,
+    Phases,
+    boot_phases,
+    console_marks,
+    lines_between,
+    parse_analyze,
+    parse_blame,
+    parse_critical_chain,
+    parse_unit_jobs,
+    qmp_reset,
+)
+from bench.console_tail import ConsoleTail
+from harness.acceleration import Acceleration, Timeouts
+from harness.distros import get_distro
+from harness.ignition import IgnitionConfig
+from harness.machine import GuestMachine
+from harness.ssh import generate_keypair
+from images.build import ensure_image
+from platforms.base import FirstBootConfig, Machine, MachineSpec, PlatformContext
+from platforms.qemu import QemuPlatform
+
+log = logging.getLogger(__name__)
+
+JOURNAL_JOBS = "sudo journalctl -b 0 -o json --output-fields=UNIT,JOB_TYPE,JOB_RESULT --no-pager _PID=1"
+PREVIOUS_JOURNAL = "sudo journalctl -b -1 -o short-monotonic --no-pager"
+
+
+@dataclass
+class BootMeasure:
+    """One boot to an SSH login: its wall time, its phases and what the guest said about it."""
+
+    seconds: float
+    phases: Phases
+    analyze: AnalyzeTimes | None
+    blame: list[tuple[str, float]]
+    chain: list[ChainLink]
+    shutdown_console: list[tuple[float, str]] = field(default_factory=list)
+    """For a reboot: the console lines from the request to the restart, seconds after the request."""
+    marks: dict[str, float | None] = field(default_factory=dict)
+    """Instants seen on the host, in seconds after the start (the request of a reboot)."""
+
+
+@dataclass
+class RunResult:
+    first: BootMeasure
+    reboot: BootMeasure
+    restore_s: float | None
+
+
+def parse_uptime(text: str) -> float:
+    """Seconds since the guest's kernel started, from `/proc/uptime`."""
+    return float(text.split()[0])
+
+
+def machine_reset(vm: Machine, after: float) -> float | None:
+    """When QEMU reset the machine (its QMP `RESET` event) at or after `after`, on the host's monotonic clock;
+    None on a platform without QMP or when no reset was reported. The events are read, not taken."""
+    qmp = getattr(vm, "qmp", None)
+    if qmp is None:
+        return None
+    try:
+        events = qmp.events(clear=False)
+    except Exception as error:  # a diagnostic read: the measurement goes on without it
+        log.warning("%s: QMP events not readable: %s", vm.name, error)
+        return None
+    return qmp_reset(events, after, time.time() - time.monotonic())
+
+
+class BootBench:
+    """Boots the default image on QEMU, once per `run()`, and takes it apart; `close()` ends everything."""
+
+    def __init__(self, accel: Acceleration, workdir: Path, artifacts: Path | None = None) -> None:
+        self.accel = accel
+        self.workdir = workdir
+        self.artifacts = artifacts
+        self.timeouts = Timeouts.for_acceleration(accel)
+        self.image = ensure_image().path
+        self.distro = get_distro("railyard")
+        self.keys = generate_keypair(workdir)
+        self.ignition = FirstBootConfig.render(
+            IgnitionConfig().add_user("core", ssh_keys=[self.keys.public_line], groups=["sudo"]).to_dict()
+        )
+        self.platform = QemuPlatform(PlatformContext("bench", workdir, accel, self.timeouts, {}))
+        self.platform.validate()
+
+    def close(self) -> None:
+        self.platform.close()
+
+    @property
+    def restore_supported(self) -> bool:
+        """Whether the platform can save and restore checkpoints (`save_checkpoint`, `restore`)."""
+        return bool(getattr(self.platform, "checkpoints", False)) and all(
+            callable(getattr(self.platform, name, None)) for name in ("save_checkpoint", "restore")
+        )
+
+    def _spec(self, name: str) -> MachineSpec:
+        workdir = self.workdir / f"{name}-{time.monotonic_ns()}"
+        workdir.mkdir(parents=True)
+        return MachineSpec(
+            name=name, image=self.image, ignition=self.ignition,
+            ignition_fw_cfg=self.distro.ignition_fw_cfg, workdir=workdir,
+        )  # fmt: skip
+
+    def _guest(self, vm: Machine) -> GuestMachine:
+        return GuestMachine(
+            vm, pkey=self.keys.pkey, timeouts=self.timeouts, distro=self.distro, channel="stable"
+        )
+
+    def run(self, index: int) -> RunResult:
+        """A first boot, a reboot, then (where the platform can) a restore of the booted machine."""
+        start = time.monotonic()
+        vm = self.platform.boot(self._spec(f"bench{index}"))
+        with ConsoleTail(vm.console_path) as tail:
+            guest = self._guest(vm)
+            guest.wait_for_ssh()
+            login = time.monotonic()
+            first = self._measure(guest, tail, start, login, since=0, reboot=False)
+            self._keep(index, "first-boot", guest)
+            mark = tail.count()
+            request = time.monotonic()
+            guest.reboot()
+            login = time.monotonic()
+            second = self._measure(guest, tail, request, login, since=mark, reboot=True)
+            self._keep(index, "reboot", guest, previous=True)
+        restore_s = self._restore(vm, guest) if self.restore_supported else None
+        self.platform.destroy(vm)
+        return RunResult(first, second, restore_s)
+
+    def _measure(
+        self, guest: GuestMachine, tail: ConsoleTail, start: float, login: float, since: int, reboot: bool
+    ) -> BootMeasure:
+        before = time.monotonic()
+        uptime = parse_uptime(guest.succeed("cat /proc/uptime"))
+        offset = (before + time.monotonic()) / 2 - uptime
+        guest.settle()
+        analyze_text = guest.execute("systemd-analyze").stdout
+        try:
+            analyze: AnalyzeTimes | None = parse_analyze(analyze_text)
+        except ValueError as error:
+            log.warning("%s", error)
+            analyze = None
+        blame = parse_blame(guest.execute("systemd-analyze blame --no-pager").stdout)
+        chain = parse_critical_chain(guest.execute("systemd-analyze critical-chain --no-pager").stdout)
+        units = parse_unit_jobs(guest.succeed(JOURNAL_JOBS))
+        lines = tail.lines(since)
+        marks = console_marks(lines)
+        reset = machine_reset(guest.vm, start) if reboot else None
+        record = BootRecord(start, login, offset, marks, analyze, units, reboot, reset)
+        shutdown = lines_between(lines, start, marks.restart) if reboot else []
+        seen = {
+            "restart line": marks.restart,
+            "QEMU reset": reset,
+            "boot loader started": marks.loader,
+            "kernel clock zero": offset,
+        }
+        relative = {name: None if at is None else round(at - start, 3) for name, at in seen.items()}
+        return BootMeasure(login - start, boot_phases(record), analyze, blame, chain, shutdown, relative)
+
+    def _keep(self, index: int, what: str, guest: GuestMachine, previous: bool = False) -> None:
+        """With --artifacts: the guest's view of the boot (and the journal of the boot before it)."""
+        if self.artifacts is None:
+            return
+        folder = self.artifacts / f"run{index}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, command in [
+            ("analyze", "systemd-analyze; systemd-analyze blame --no-pager; "
+                        "systemd-analyze critical-chain --no-pager"),
+            ("journal", "sudo journalctl -b 0 -o short-monotonic --no-pager"),
+            *([("previous-journal", PREVIOUS_JOURNAL)] if previous else []),
+        ]:  # fmt: skip
+            (folder / f"{what}-{name}.txt").write_text(guest.execute(command).stdout)
+        (folder / "console.txt").write_text(guest.console_text())
+
+    def _restore(self, vm: Machine, guest: GuestMachine) -> float:
+        """Save a checkpoint of the booted `vm`, stop it, restore a new machine from it: seconds from the
+        restore call to an SSH login on the new machine."""
+        save = cast(Callable[[Machine, Path], None], getattr(self.platform, "save_checkpoint"))  # noqa: B009
+        restore = cast(Callable[[MachineSpec, Path], Any], getattr(self.platform, "restore"))  # noqa: B009
+        guest.close()
+        with tempfile.TemporaryDirectory(prefix="checkpoint-", dir=self.workdir) as directory:
+            save(vm, Path(directory))
+            self.platform.destroy(vm)  # one machine at a time on this host
+            start = time.monotonic()
+            clone = cast(Machine, restore(self._spec("restored"), Path(directory)))
+            try:
+                restored = self._guest(clone)
+                restored.wait_for_ssh()
+                seconds = time.monotonic() - start
+                sync_clock = getattr(restored, "sync_clock", None)
+                if callable(sync_clock):
+                    sync_clock()
+                restored.close()
+            finally:
+                self.platform.destroy(clone)
+        return seconds
