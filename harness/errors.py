@@ -51,5 +51,10 @@ class PlatformError(RailyardError):
     """A platform (QEMU, libvirt, a cloud) failed to create, control or delete a resource."""
 
 
+class CheckpointError(PlatformError):
+    """A saved checkpoint cannot be restored (damaged, truncated, made by another QEMU): the harness drops it
+    and boots the machine cold instead."""
+
+
 class ConsoleCheckError(RailyardError):
     """The console or journal of a machine showed a known failure pattern."""

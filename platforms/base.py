@@ -35,6 +35,8 @@ CAP_PRIVATE_NETWORK = "private-network"
 """Machines booted together share a network on which `GuestMachine.private_address` reaches each other."""
 CAP_HOST_SERVICES = "host-services"
 """A service the tests start on the host (the Omaha server) is reachable from the guest."""
+FIRSTBOOT_WAITING = "railyard: first-boot checkpoint: waiting before Ignition"
+"""What the default image's initramfs prints when it waits for a first-boot checkpoint to be saved."""
 FIRMWARE_CHOICES = ("uefi", "bios")
 """The firmware a machine boots with (`MachineSpec.firmware`, `--firmware`)."""
 CAPABILITIES = frozenset(
@@ -149,6 +151,9 @@ class MachineSpec:
     """The release channel the machine runs (cloud platforms find their image by it)."""
     test_id: str = ""
     """The pytest node id the machine was booted for (cloud platforms tag resources with it)."""
+    checkpoint_stage: str = ""
+    """`firstboot`: the guest stops before Ignition reads its config, announcing it on the console
+    (FIRSTBOOT_WAITING), so that a first-boot checkpoint can be saved (platforms with `checkpoints`)."""
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -331,6 +336,36 @@ class Platform(ABC):
 
     def validate(self) -> None:  # noqa: B027
         """Check options and host requirements before anything boots; raise ConfigError if unusable."""
+
+    # -- booted checkpoints (the warm pool) -------------------------------------------------------------
+    # A platform that can freeze a booted machine and start clones of it declares `checkpoints = True` and
+    # implements the three methods below; the harness (harness.warm) decides when to use them.
+
+    checkpoints: ClassVar[bool] = False
+
+    def checkpoint_signature(self, spec: MachineSpec) -> str:
+        """Everything of `spec` and of this host that a restored machine depends on, besides the Ignition
+        config (which the harness adds): image identity, hypervisor version, machine shape, firmware,
+        devices. Two specs with the same signature can share a checkpoint. Only with `checkpoints`."""
+        raise PlatformError(f"platform {self.name!r} has no checkpoints")
+
+    def save_checkpoint(self, machine: Machine, directory: Path) -> None:
+        """Freeze `machine` into the empty `directory` (its disks and its memory and device state) and let
+        it run on. Nobody may be connected to the machine while it is saved. Only with `checkpoints`."""
+        raise PlatformError(f"platform {self.name!r} has no checkpoints")
+
+    def restore(self, spec: MachineSpec, directory: Path) -> Machine:
+        """Start a machine from the checkpoint in `directory`, running where the frozen one stopped, with a
+        disk of its own (its writes never reach the checkpoint), its own console and SSH port. Registered
+        for cleanup like `boot`. Raises CheckpointError when the checkpoint cannot be used."""
+        machine = self._restore(spec, directory)
+        machine.capabilities = self.machine_capabilities
+        with self._lock:
+            self._machines.append(machine)
+        return machine
+
+    def _restore(self, spec: MachineSpec, directory: Path) -> Machine:
+        raise PlatformError(f"platform {self.name!r} has no checkpoints")
 
     def boot(self, spec: MachineSpec) -> Machine:
         """Start a machine; returns once it is started (not yet reachable). Registered for cleanup."""

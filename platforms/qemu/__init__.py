@@ -37,6 +37,7 @@ from platforms.base import (
     PrivateNetwork,
     SSHEndpoint,
 )
+from platforms.qemu import checkpoint
 from platforms.qemu.command import (
     OVMF_CODE,
     OVMF_VARS,
@@ -67,6 +68,7 @@ log = logging.getLogger(__name__)
 
 QMP_START_TIMEOUT = 30.0
 KILL_GRACE = 3.0
+CHECKPOINT_TIMEOUT = 300.0
 
 Launched = tuple[subprocess.Popen[bytes], QMPClient, int]
 """A started QEMU: its process, its connected QMP client, the host port SSH is forwarded from."""
@@ -211,6 +213,7 @@ class QemuPlatform(Platform):
     machine_capabilities: ClassVar[frozenset[str]] = frozenset(
         {CAP_HARD_RESET, CAP_POWER_CYCLE, CAP_SNAPSHOT, CAP_PRIVATE_NETWORK, CAP_HOST_SERVICES}
     )
+    checkpoints: ClassVar[bool] = True
 
     def __init__(self, ctx: PlatformContext) -> None:
         super().__init__(ctx)
@@ -272,6 +275,11 @@ class QemuPlatform(Platform):
     # -- boot --------------------------------------------------------------------------------------------
 
     def _boot(self, spec: MachineSpec) -> QemuMachine:
+        return self._new_machine(spec)
+
+    def _new_machine(
+        self, spec: MachineSpec, frozen: checkpoint.CheckpointFiles | None = None
+    ) -> QemuMachine:
         firmware = Firmware.named(spec.firmware)
         if not spec.image.is_file():
             raise ImageError(f"machine {spec.name}: image {spec.image} does not exist")
@@ -283,43 +291,81 @@ class QemuPlatform(Platform):
             if not socket_path_fits(runtime_dir / "qmp.sock"):
                 socket_dir = Path(tempfile.mkdtemp(prefix=SOCKET_DIR_PREFIX))
             write_owner(runtime_dir, socket_dir)
-            return self._start(spec, firmware, QemuPaths.layout(workdir, runtime_dir, socket_dir))
+            return self._start(spec, firmware, QemuPaths.layout(workdir, runtime_dir, socket_dir), frozen)
         except BaseException:
             remove_runtime(runtime_dir)
             raise
 
-    def _start(self, spec: MachineSpec, firmware: Firmware, paths: QemuPaths) -> QemuMachine:
-        _run([*overlay_command(spec.image, image_format(spec.image), paths.overlay)])
-        if firmware.kind == "uefi":
+    def _start(
+        self,
+        spec: MachineSpec,
+        firmware: Firmware,
+        paths: QemuPaths,
+        frozen: checkpoint.CheckpointFiles | None = None,
+    ) -> QemuMachine:
+        """Create the machine's disks and start QEMU: a cold boot, or with `frozen` a clone of a checkpoint
+        (overlays over its frozen disks, its state loaded before the guest runs on)."""
+        if frozen is None:
+            _run(overlay_command(spec.image, image_format(spec.image), paths.overlay))
+        else:
+            _run(overlay_command(frozen.disk, "qcow2", paths.overlay))
+        if firmware.kind == "uefi" and frozen is not None:
+            _run(overlay_command(frozen.vars, "qcow2", paths.vars))
+        elif firmware.kind == "uefi":
             assert firmware.vars_template is not None
             # qcow2 vars so that savevm can snapshot every writable drive.
-            _run(
-                [
-                    QEMU_IMG,
-                    "convert",
-                    "-q",
-                    "-f",
-                    "raw",
-                    "-O",
-                    "qcow2",
-                    str(firmware.vars_template),
-                    str(paths.vars),
-                ]
-            )
+            _run([QEMU_IMG, "convert", "-q", "-f", "raw", "-O", "qcow2", str(firmware.vars_template),
+                  str(paths.vars)])  # fmt: skip
         if not paths.ignition.is_file() or paths.ignition.read_text().strip() != spec.ignition.text.strip():
             paths.ignition.write_text(spec.ignition.text)
         command = qemu_command(spec, accel=self.ctx.accel, paths=paths, firmware=firmware, binary=self.binary)
         (paths.console.parent / "qemu-cmdline.txt").write_text(shlex.join(command) + "\n")
-        paths.console.write_bytes(b"")  # the command appends to it, across power cycles
-        log.info("%s: starting QEMU (%s, %s, %d MiB, %d vCPU)", spec.name, self.ctx.accel.name, firmware.kind,
+        # The command appends to the console, across power cycles.
+        paths.console.write_bytes(b"" if frozen is None else frozen.clone_console())
+        how = "starting QEMU" if frozen is None else f"restoring checkpoint {frozen.directory.name}"
+        log.info("%s: %s (%s, %s, %d MiB, %d vCPU)", spec.name, how, self.ctx.accel.name, firmware.kind,
                  spec.memory_mib, spec.cpus)  # fmt: skip
         log.debug("%s: %s", spec.name, shlex.join(command))
-        process, qmp, port = self._launch(command, paths)
+        if frozen is None:
+            process, qmp, port = self._launch(command, paths)
+        else:
+            process, qmp, port = self._launch([*command, *checkpoint.incoming_args()], paths)
+            try:
+                checkpoint.receive(qmp, process, frozen, paths.log, CHECKPOINT_TIMEOUT)
+            except BaseException:
+                qmp.close()
+                _stop(process)
+                raise
         machine = QemuMachine(
             spec, process=process, qmp=qmp, paths=paths, command=command, ssh_port=port, launch=self._launch
         )
         log.info("%s: QEMU pid %d, SSH forwarded from 127.0.0.1:%d", spec.name, process.pid, port)
         return machine
+
+    # -- checkpoints --------------------------------------------------------------------------------------
+
+    def checkpoint_signature(self, spec: MachineSpec) -> str:
+        return checkpoint.signature(
+            spec, accel=self.ctx.accel, firmware=Firmware.named(spec.firmware), binary=self.binary
+        )
+
+    def save_checkpoint(self, machine: Machine, directory: Path) -> None:
+        if not isinstance(machine, QemuMachine):
+            raise PlatformError(f"{machine!r} was not booted by the qemu platform")
+        machine._require_running("save a checkpoint of")
+        log.info("%s: saving a checkpoint in %s", machine.name, directory)
+        checkpoint.freeze(
+            machine.qmp,
+            machine.paths,
+            checkpoint.CheckpointFiles(directory),
+            version=checkpoint.qemu_version(self.binary),
+            timeout=CHECKPOINT_TIMEOUT,
+        )
+
+    def _restore(self, spec: MachineSpec, directory: Path) -> QemuMachine:
+        frozen = checkpoint.CheckpointFiles(directory)
+        checkpoint.check(frozen, version=checkpoint.qemu_version(self.binary))
+        return self._new_machine(spec, frozen)
 
     def _launch(self, command: list[str], paths: QemuPaths) -> Launched:
         """Start QEMU, connect QMP, read the forwarded SSH port; nothing is left running if that fails."""

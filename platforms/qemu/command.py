@@ -22,6 +22,7 @@ QEMU_IMG = "qemu-img"
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 GUEST_SSH_PORT = 22
+CHECKPOINT_FW_CFG = "opt/org.railyard/checkpoint"
 # sun_path holds 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH = 107
 
@@ -142,10 +143,14 @@ def qemu_command(
         "-drive", f"if=none,id=disk0,format=qcow2,cache=unsafe,discard=unmap,file={_value(paths.overlay)}",
         "-device", "virtio-blk-pci,drive=disk0,bootindex=1",
         "-fw_cfg", f"name={_value(spec.ignition_fw_cfg)},file={_value(paths.ignition)}",
+        # What the default image's initramfs does before Ignition: `firstboot` waits for a checkpoint.
+        "-fw_cfg", f"name={CHECKPOINT_FW_CFG},string={spec.checkpoint_stage or 'none'}",
         "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:0-:{GUEST_SSH_PORT}",
         "-device", "virtio-net-pci,netdev=n0,romfile=",
         *private_net_args(spec),
         "-device", "virtio-rng-pci",
+        # A new generation id at every start: a machine restored from a checkpoint reseeds its kernel RNG.
+        "-device", "vmgenid,guid=auto",
         "-device", "i6300esb",
         "-action", "watchdog=reset",
         "-qmp", f"unix:{_value(paths.qmp_socket)},server=on,wait=off",

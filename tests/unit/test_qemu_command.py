@@ -39,6 +39,13 @@ def paths_for(tmp_path: Path, workdir: Path | None = None) -> QemuPaths:
     return QemuPaths.layout(workdir or tmp_path / "work", tmp_path / "run")
 
 
+def test_a_first_boot_checkpoint_is_asked_for_through_fw_cfg(tmp_path):
+    spec = make_spec(tmp_path, checkpoint_stage="firstboot")
+    argv = qemu_command(spec, accel=TCG, paths=paths_for(tmp_path), firmware=Firmware.named("bios"))
+    assert "name=opt/org.railyard/checkpoint,string=firstboot" in option_value(argv, "-fw_cfg")
+    assert "vmgenid,guid=auto" in option_value(argv, "-device")
+
+
 def option_value(argv: list[str], flag: str) -> list[str]:
     return [argv[i + 1] for i, a in enumerate(argv) if a == flag]
 
@@ -67,7 +74,10 @@ def test_tcg_uefi_command(tmp_path):
     assert drives[2].startswith("if=none,id=disk0,format=qcow2,")
     assert drives[2].endswith(f"file={paths.overlay}")
     assert "virtio-blk-pci,drive=disk0,bootindex=1" in option_value(argv, "-device")
-    assert option_value(argv, "-fw_cfg") == [f"name=opt/com.coreos/config,file={paths.ignition}"]
+    assert option_value(argv, "-fw_cfg") == [
+        f"name=opt/com.coreos/config,file={paths.ignition}",
+        "name=opt/org.railyard/checkpoint,string=none",  # no first-boot checkpoint asked for
+    ]
     assert option_value(argv, "-netdev") == ["user,id=n0,hostfwd=tcp:127.0.0.1:0-:22"]
     devices = option_value(argv, "-device")
     assert "i6300esb" in devices

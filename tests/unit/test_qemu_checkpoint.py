@@ -1,0 +1,119 @@
+"""What a QEMU checkpoint depends on (its signature) and how a damaged one is recognised before QEMU runs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.acceleration import Acceleration
+from harness.errors import CheckpointError
+from platforms.base import FirstBootConfig, MachineSpec
+from platforms.qemu import checkpoint
+from platforms.qemu.checkpoint import CheckpointFiles, check, signature
+from platforms.qemu.command import Firmware
+
+TCG = Acceleration("tcg", "test")
+VERSION = "QEMU emulator version 7.2.22"
+
+
+@pytest.fixture(autouse=True)
+def fixed_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(checkpoint, "qemu_version", lambda binary: VERSION)
+
+
+def spec_in(tmp_path: Path, **kw: object) -> MachineSpec:
+    image = tmp_path / "image.qcow2"
+    if not image.exists():
+        image.write_bytes(b"image")
+    values: dict[str, object] = {
+        "name": "m1",
+        "image": image,
+        "ignition": FirstBootConfig("{}", "3.3.0"),
+        "ignition_fw_cfg": "opt/com.coreos/config",
+        "workdir": tmp_path / "m1",
+    }
+    values.update(kw)
+    return MachineSpec(**values)  # type: ignore[arg-type]
+
+
+def sig(spec: MachineSpec, firmware: str = "bios") -> str:
+    return signature(spec, accel=TCG, firmware=Firmware.named(firmware), binary="qemu-system-x86_64")
+
+
+def test_the_signature_leaves_out_what_is_the_machines_own(tmp_path: Path) -> None:
+    spec = spec_in(tmp_path)
+    other = dataclasses.replace(spec, name="another-test-1", workdir=tmp_path / "elsewhere", test_id="t::x")
+    assert sig(spec) == sig(other)
+    assert "elsewhere" not in sig(other)
+    assert "another-test" not in sig(other)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"memory_mib": 2048},
+        {"cpus": 1},
+        {"ssh_user": "root"},
+        {"ignition_fw_cfg": "opt/org.flatcar-linux/config"},
+    ],
+)
+def test_the_signature_changes_with_the_machine_shape(tmp_path: Path, change: dict[str, object]) -> None:
+    spec = spec_in(tmp_path)
+    assert sig(spec) != sig(dataclasses.replace(spec, **change))  # type: ignore[arg-type]
+
+
+def test_the_signature_changes_with_the_image_firmware_and_qemu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = spec_in(tmp_path)
+    before = sig(spec)
+    if checkpoint.OVMF_CODE.exists():
+        assert sig(spec, "uefi") != before
+    spec.image.write_bytes(b"a rebuilt image")
+    assert sig(spec) != before
+    rebuilt = sig(spec)
+    monkeypatch.setattr(checkpoint, "qemu_version", lambda binary: "QEMU emulator version 8.2.0")
+    assert sig(spec) != rebuilt
+    # The vmgenid device is part of every machine, so every checkpoint resumes with a new generation id.
+    assert "vmgenid,guid=auto" in json.loads(before)["command"]
+
+
+def saved(tmp_path: Path, uefi: bool = False) -> CheckpointFiles:
+    files = CheckpointFiles(tmp_path / "ckpt")
+    files.directory.mkdir()
+    files.state.write_bytes(b"s" * 100)
+    files.disk.write_bytes(b"d" * 10)
+    if uefi:
+        files.vars.write_bytes(b"v")
+    manifest = {"qemu": VERSION, "state_bytes": 100, "disk_bytes": 10, "uefi": uefi}
+    files.manifest.write_text(json.dumps(manifest))
+    return files
+
+
+def test_a_whole_checkpoint_passes(tmp_path: Path) -> None:
+    assert check(saved(tmp_path, uefi=True), version=VERSION)["state_bytes"] == 100
+
+
+def test_a_truncated_state_is_refused(tmp_path: Path) -> None:
+    files = saved(tmp_path)
+    files.state.write_bytes(b"s" * 40)
+    with pytest.raises(CheckpointError, match="state has 40 bytes, 100 were saved"):
+        check(files, version=VERSION)
+
+
+def test_a_checkpoint_of_another_qemu_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match=r"saved by 'QEMU emulator version 7\.2\.22'"):
+        check(saved(tmp_path), version="QEMU emulator version 8.2.0")
+
+
+def test_missing_parts_are_refused(tmp_path: Path) -> None:
+    files = saved(tmp_path, uefi=True)
+    files.vars.unlink()
+    with pytest.raises(CheckpointError, match=r"vars\.qcow2 is missing"):
+        check(files, version=VERSION)
+    files.manifest.unlink()
+    with pytest.raises(CheckpointError, match=r"no readable qemu\.json"):
+        check(files, version=VERSION)
