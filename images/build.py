@@ -29,7 +29,14 @@ from harness.errors import ImageError
 from harness.update_signing import KEY_FILE_NAME, generate_signing_key
 from images import disk
 from images.hosttools import require_free_space, require_root, require_tools, run
-from images.metadata import IGNITION_FW_CFG, ImageMetadata, metadata_path, read_metadata, write_metadata
+from images.metadata import (
+    FEATURE_FIRSTBOOT_CHECKPOINT,
+    IGNITION_FW_CFG,
+    ImageMetadata,
+    metadata_path,
+    read_metadata,
+    write_metadata,
+)
 from images.rootfs import ensure_rootfs, rootfs_key
 from images.tree import (
     PreparedTree,
@@ -385,6 +392,7 @@ def _build_image_locked(
             built_at=datetime.now(UTC).isoformat(timespec="seconds"),
             build_seconds=dict(stages.seconds),
             packages=packages,
+            features=(FEATURE_FIRSTBOOT_CHECKPOINT,),
         )
         meta_tmp = workdir / "disk.json"
         write_metadata(meta_tmp, meta)

@@ -13,6 +13,10 @@ from harness.errors import ImageError
 IGNITION_FW_CFG = "opt/com.coreos/config"
 
 
+FEATURE_FIRSTBOOT_CHECKPOINT = "firstboot-checkpoint"
+"""The initramfs waits before Ignition for a first-boot checkpoint when fw_cfg asks it to."""
+
+
 @dataclass(frozen=True)
 class ImageMetadata:
     name: str
@@ -32,18 +36,22 @@ class ImageMetadata:
     build_seconds: dict[str, float] = field(default_factory=dict)
     packages: dict[str, str] = field(default_factory=dict)
     """The Debian packages in the image (name -> version): kernel, systemd, Ignition... as built."""
+    features: tuple[str, ...] = ()
+    """What the image can do beyond booting, for the harness: FEATURE_FIRSTBOOT_CHECKPOINT."""
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["usr_slots"] = list(self.usr_slots)
+        data["features"] = list(self.features)
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ImageMetadata:
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
-        if "usr_slots" in values:
-            values["usr_slots"] = tuple(values["usr_slots"])
+        for name in ("usr_slots", "features"):
+            if name in values:
+                values[name] = tuple(values[name])
         try:
             return cls(**values)
         except TypeError as exc:

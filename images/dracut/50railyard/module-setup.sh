@@ -22,6 +22,12 @@ install() {
     ln_r "$systemdsystemunitdir/railyard-firstboot-done.service" \
         "$systemdsystemunitdir/ignition-complete.target.requires/railyard-firstboot-done.service"
 
+    inst_script "$moddir/railyard-firstboot-checkpoint" /usr/sbin/railyard-firstboot-checkpoint
+    inst_simple "$moddir/railyard-firstboot-checkpoint.service" \
+        "$systemdsystemunitdir/railyard-firstboot-checkpoint.service"
+    ln_r "$systemdsystemunitdir/railyard-firstboot-checkpoint.service" \
+        "$systemdsystemunitdir/ignition-complete.target.requires/railyard-firstboot-checkpoint.service"
+
     inst_simple "$moddir/watchdog.conf" /etc/systemd/system.conf.d/railyard-watchdog.conf
-    inst_multiple mount umount rm sync mkdir rmdir
+    inst_multiple mount umount rm sync mkdir rmdir grep cut cat date modprobe sleep
 }
