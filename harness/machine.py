@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,12 +21,13 @@ from harness.acceleration import Timeouts
 from harness.errors import BootError, CommandError, RailyardError, SSHError, WaitTimeout
 from harness.forward import RemoteForward
 from harness.retry import poll
-from harness.ssh import CommandResult, SSHConnection, wait_for_banner
+from harness.ssh import CommandResult, SSHConnection, wait_for_banner_socket
 from platforms.base import CAP_HARD_RESET, CAP_POWER_CYCLE
 
 if TYPE_CHECKING:
     from harness.distros.base import Distro
     from harness.distros.guest import GuestOS
+    from harness.warm import StartRecord
     from platforms.base import Machine
 
 log = logging.getLogger(__name__)
@@ -94,6 +96,8 @@ class GuestMachine:
         self.notes: list[str] = []
         """What the harness did to this machine that a test's report should say (e.g. a recovery)."""
         self._forwards: list[RemoteForward] = []
+        self.start: StartRecord | None = None
+        """How the machine came up (cold, or restored from a checkpoint) and how long it took."""
 
     def __repr__(self) -> str:
         return f"<GuestMachine {self.name} on {self.vm.ssh_endpoint.host}:{self.vm.ssh_endpoint.port}>"
@@ -131,11 +135,12 @@ class GuestMachine:
         timeout = timeout if timeout is not None else self.timeouts.boot
         deadline = time.monotonic() + timeout
         ep = self.vm.ssh_endpoint
-        wait_for_banner(ep.host, ep.port, timeout, alive=self.vm.is_running)
+        _, banner_socket = wait_for_banner_socket(ep.host, ep.port, timeout, alive=self.vm.is_running)
+        first: list[socket.socket] = [banner_socket]  # the first login reuses the banner's connection
 
         def connect() -> SSHConnection:
             conn = SSHConnection(ep, self._pkey, connect_timeout=30.0, forwards=self._forwards)
-            conn.connect()
+            conn.connect(first.pop() if first else None)
             return conn
 
         self._ssh = poll(
@@ -144,14 +149,17 @@ class GuestMachine:
         self.boot_ids.append(self.boot_id())
         log.info("%s: SSH up (boot %s)", self.name, self.boot_ids[-1][:8])
 
-    def _connection(self) -> SSHConnection:
+    def _connection(self, sock: socket.socket | None = None) -> SSHConnection:
+        """The SSH connection, logged in anew (over `sock` when given) when there is none."""
         if self._ssh is None or not self._ssh.is_active:
             if self._ssh is not None:
                 self._ssh.close()
             self._ssh = SSHConnection(
                 self.vm.ssh_endpoint, self._pkey, connect_timeout=30.0, forwards=self._forwards
             )
-            self._ssh.connect()
+            self._ssh.connect(sock)
+        elif sock is not None:
+            sock.close()
         return self._ssh
 
     def forward_host_service(self, host_port: int, guest_port: int | None = None) -> int:
@@ -294,6 +302,22 @@ class GuestMachine:
             raise BootError(f"{self.name}: system is {state!r} after boot; failed units:\n{failed.strip()}")
         return state
 
+    def sync_clock(self, timeout: float | None = None) -> float:
+        """Set the guest's wall clock to the host's (a machine restored from a checkpoint resumes with the
+        clock of the moment it was saved); return how far off it was, in seconds (guest minus host).
+
+        Default timeout: `timeouts.command`. Raises CommandError when the guest refuses to set its clock.
+        """
+        with step(self.name, "set the clock to the host's"):
+            before = time.time()
+            guest = float(self._run("date +%s.%N", timeout).stdout.strip())
+            offset = guest - (before + time.time()) / 2
+            command = f"sudo -n date -u -s @{time.time():.3f} >/dev/null"
+            result = self._run(command, timeout)
+            if result.status != 0:
+                raise CommandError(command, result.status, result.stdout, result.stderr, self.name)
+        return offset
+
     # -- power ---------------------------------------------------------------------------------------
 
     def reboot(self, timeout: float | None = None) -> None:
@@ -353,10 +377,13 @@ class GuestMachine:
                 raise BootError(f"{self.name} stopped running while rebooting")
             ep = self.vm.ssh_endpoint
             try:
-                wait_for_banner(ep.host, ep.port, max(deadline - time.monotonic(), 1.0), alive=guard.alive)
+                _, sock = wait_for_banner_socket(
+                    ep.host, ep.port, max(deadline - time.monotonic(), 1.0), alive=guard.alive
+                )
             except PowerCycled:
                 return None  # SSH is forwarded from somewhere new: wait again there
             try:
+                self._connection(sock)  # the login reuses the banner's connection
                 current = self.boot_id()
             except (SSHError, OSError, paramiko.SSHException):
                 self.close()

@@ -23,6 +23,7 @@ from types import TracebackType
 import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from filelock import FileLock
 
 from harness.errors import BootError, SSHError, WaitTimeout
 from harness.forward import RemoteForward
@@ -72,6 +73,17 @@ def generate_keypair(directory: Path) -> KeyPair:
     return KeyPair(private_path=private_path, public_line=public_line, pkey=pkey)
 
 
+def shared_keypair(directory: Path) -> KeyPair:
+    """The key pair kept in `directory` (made once, under a lock, by whichever process comes first): the
+    same key for every run on this host, so that machines saved in checkpoints accept later runs too."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(directory / "key.lock"), timeout=60):
+        private = directory / "id_ed25519"
+        if private.is_file() and (directory / "id_ed25519.pub").is_file():
+            return load_keypair(private)
+        return generate_keypair(directory)
+
+
 def load_keypair(private_path: Path) -> KeyPair:
     """Load a key pair written by `generate_keypair` (e.g. one shared by xdist workers)."""
     pkey = paramiko.Ed25519Key.from_private_key_file(str(private_path))
@@ -81,11 +93,29 @@ def load_keypair(private_path: Path) -> KeyPair:
 # -- readiness -------------------------------------------------------------------------------------------
 
 
-def read_banner(host: str, port: int, timeout: float = BANNER_TRY_TIMEOUT) -> str:
-    """One attempt: connect and read lines until one starts with `SSH-`. Raises OSError or TimeoutError."""
+class ReplayedSocket(socket.socket):
+    """A connected socket whose first reads return the bytes already read from it: the sshd banner read while
+    waiting for SSH, handed to paramiko so that the login reuses the connection (each connection costs sshd a
+    fork and re-exec, about a second under TCG)."""
+
+    def __init__(self, sock: socket.socket, pending: bytes) -> None:
+        super().__init__(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        self._pending = pending
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        if self._pending:
+            data, self._pending = self._pending[:bufsize], self._pending[bufsize:]
+            return data
+        return super().recv(bufsize, flags)
+
+
+def open_banner(host: str, port: int, timeout: float = BANNER_TRY_TIMEOUT) -> tuple[str, ReplayedSocket]:
+    """One attempt: connect and read lines until one starts with `SSH-`; return that line and the connection,
+    which replays what was read. Raises OSError or TimeoutError (and closes the connection)."""
     deadline = time.monotonic() + timeout
-    with socket.create_connection((host, port), timeout=timeout) as sock:
-        buffer = b""
+    sock = socket.create_connection((host, port), timeout=timeout)
+    try:
+        received = b""
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -94,13 +124,22 @@ def read_banner(host: str, port: int, timeout: float = BANNER_TRY_TIMEOUT) -> st
             chunk = sock.recv(1024)
             if not chunk:
                 raise ConnectionError("connection closed before an SSH banner arrived")
-            buffer += chunk
-            while b"\n" in buffer:
-                line, _, buffer = buffer.partition(b"\n")
+            received += chunk
+            for line in received.split(b"\n")[:-1]:
                 if line.startswith(b"SSH-"):
-                    return line.decode(errors="replace").rstrip("\r")
-            if len(buffer) > 8192:
+                    return line.decode(errors="replace").rstrip("\r"), ReplayedSocket(sock, received)
+            if len(received) > 8192:
                 raise ConnectionError("no SSH banner in the first 8 KiB")
+    except BaseException:
+        sock.close()
+        raise
+
+
+def read_banner(host: str, port: int, timeout: float = BANNER_TRY_TIMEOUT) -> str:
+    """One attempt: connect and read lines until one starts with `SSH-`. Raises OSError or TimeoutError."""
+    banner, sock = open_banner(host, port, timeout)
+    sock.close()
+    return banner
 
 
 def wait_for_banner(
@@ -115,6 +154,20 @@ def wait_for_banner(
 
     Raises BootError as soon as `alive()` says the machine is gone, WaitTimeout after `timeout` seconds.
     """
+    banner, sock = wait_for_banner_socket(host, port, timeout, alive=alive, interval=interval)
+    sock.close()
+    return banner
+
+
+def wait_for_banner_socket(
+    host: str,
+    port: int,
+    timeout: float,
+    *,
+    alive: Callable[[], bool] | None = None,
+    interval: float = 1.0,
+) -> tuple[str, ReplayedSocket]:
+    """`wait_for_banner`, returning the connection too (for `SSHConnection.connect(sock=...)`)."""
     deadline = time.monotonic() + timeout
     attempts = 0
     last_error = "no attempt made"
@@ -124,12 +177,12 @@ def wait_for_banner(
         attempts += 1
         try_timeout = min(BANNER_TRY_TIMEOUT, max(0.1, deadline - time.monotonic()))
         try:
-            banner = read_banner(host, port, try_timeout)
+            banner, sock = open_banner(host, port, try_timeout)
         except OSError as exc:
             last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         else:
             log.debug("SSH banner on %s:%d after %d attempt(s): %s", host, port, attempts, banner)
-            return banner
+            return banner, sock
         if time.monotonic() + interval > deadline:
             raise WaitTimeout(
                 f"no SSH banner on {host}:{port} within {timeout:.0f} s ({attempts} attempts; last: "
@@ -172,7 +225,9 @@ class SSHConnection:
         self._forwards: list[RemoteForward] = list(forwards)
         """Reverse forwards asked for again after every login (see harness.forward)."""
 
-    def connect(self) -> None:
+    def connect(self, sock: socket.socket | None = None) -> None:
+        """Log in (a no-op while logged in). `sock`: a connection to the endpoint to log in over (one
+        `wait_for_banner_socket` returned), else a new one."""
         with self._lock:
             if self._client is not None and self._is_active_locked():
                 return
@@ -193,6 +248,7 @@ class SSHConnection:
                     auth_timeout=self.connect_timeout,
                     allow_agent=False,
                     look_for_keys=False,
+                    sock=sock,
                 )
             except (paramiko.SSHException, OSError, EOFError) as exc:
                 client.close()

@@ -10,7 +10,7 @@ import paramiko
 import pytest
 
 from harness.errors import SSHError, WaitTimeout
-from harness.ssh import SSHConnection, generate_keypair
+from harness.ssh import SSHConnection, generate_keypair, wait_for_banner_socket
 from platforms.base import SSHEndpoint
 
 
@@ -170,3 +170,39 @@ def test_a_failed_handshake_is_one_ssh_error_and_no_logged_traceback(tmp_path, c
         SSHConnection(SSHEndpoint("127.0.0.1", port, "core"), key.pkey, connect_timeout=5).connect()
     listener.close()
     assert [r for r in caplog.records if r.levelname == "ERROR"] == []
+
+
+def test_the_login_reuses_the_connection_the_banner_was_read_on(tmp_path, host_key):
+    """Waiting for SSH reads sshd's banner; the login then goes over that same connection (a new one costs a
+    guest's sshd a fork and re-exec)."""
+    pair = generate_keypair(tmp_path / "keys")
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[paramiko.Transport] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except OSError:
+                return
+            transport = paramiko.Transport(sock)
+            transport.add_server_key(host_key)
+            transport.start_server(server=ShellServer(pair.pkey))
+            accepted.append(transport)
+
+    threading.Thread(target=accept, daemon=True).start()
+    endpoint = SSHEndpoint("127.0.0.1", listener.getsockname()[1], "core")
+    try:
+        banner, sock = wait_for_banner_socket(endpoint.host, endpoint.port, 10)
+        assert banner.startswith("SSH-2.0-")
+        connection = SSHConnection(endpoint, pair.pkey, connect_timeout=10)
+        try:
+            connection.connect(sock)
+            assert connection.run("echo over one connection", timeout=10).stdout == "over one connection\n"
+            assert len(accepted) == 1
+        finally:
+            connection.close()
+    finally:
+        listener.close()
+        for transport in accepted:
+            transport.close()
