@@ -1,4 +1,5 @@
-"""The `railyard` command: build or upload the default image, collect garbage a crashed run left."""
+"""The `railyard` command: build or upload the default image, collect garbage a crashed run left, list or
+delete the warm pool's checkpoints."""
 
 from __future__ import annotations
 
@@ -72,6 +73,27 @@ def _gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checkpoints(args: argparse.Namespace) -> int:
+    from harness.warm import CheckpointStore
+    from images.build import default_cache_dir
+
+    store = CheckpointStore(Path(args.dir) if args.dir else default_cache_dir() / "checkpoints")
+    if args.clear:
+        for path in store.clear():
+            print(f"removed {path}")
+        return 0
+    entries = store.entries()
+    now = time.time()
+    for info in entries:
+        kind = info.about.get("kind", "?")
+        who = info.about.get("made by") or info.about.get("made for") or info.about.get("test") or ""
+        age = (now - info.last_used) / 3600
+        print(f"{info.key}  {kind:9}  {info.size_bytes / 2**20:7.1f} MiB  used {age:5.1f} h ago  {who}")
+    total = sum(i.size_bytes for i in entries) / 2**20
+    print(f"{len(entries)} checkpoint(s), {total:.1f} MiB in {store.root}")
+    return 0
+
+
 def _image_upload(args: argparse.Namespace) -> int:
     from harness.registry import load_platform
     from images.build import ensure_image
@@ -138,6 +160,11 @@ def parser(platform: str | None = None) -> argparse.ArgumentParser:
     )
     gc.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
     gc.set_defaults(func=_gc)
+
+    checkpoints = sub.add_parser("checkpoints", help="list (or delete) the warm pool's saved checkpoints")
+    checkpoints.add_argument("--dir", help="where they are (default: ~/.cache/railyard/checkpoints)")
+    checkpoints.add_argument("--clear", action="store_true", help="delete them all")
+    checkpoints.set_defaults(func=_checkpoints)
 
     if platform is not None:
         from harness.registry import load_platform

@@ -15,17 +15,22 @@ from typing import Any
 
 from harness.admission import BootSlot
 from harness.consolecheck import ConsoleMatch
-from harness.errors import BootError, ConfigError, RailyardError
+from harness.errors import ConfigError, RailyardError
 from harness.ignition import merge
 from harness.image_choice import ImageChoice
 from harness.machine import GuestMachine
 from harness.provisioning import base_ignition, compose_ignition, private_net_ignition
 from harness.records import MachineRecord
 from harness.run import Run
+from harness.starts import MachineStarter, StartPolicy
 from harness.targets import Requirements
-from platforms.base import FirstBootConfig, MachineSpec, PrivateNet, PrivateNetwork
+from images.metadata import FEATURE_FIRSTBOOT_CHECKPOINT
+from platforms.base import FirstBootConfig, Machine, MachineSpec, PrivateNet, PrivateNetwork
 
 log = logging.getLogger(__name__)
+
+WARM_EXEMPT = frozenset({"cold_boot", "no_ssh_key", "no_settle"})
+"""Flags of tests whose machines always boot cold (see harness.warm)."""
 
 
 def safe_name(text: str, limit: int = 60) -> str:
@@ -155,28 +160,40 @@ class MachineFactory:
             test_id=self.test_id,
         )
         with self._boot_gate(name):
-            vm = self.run.platform.boot(spec)
-            guest = GuestMachine(
-                vm,
-                pkey=self.run.keypair.pkey,
-                timeouts=self.run.timeouts,
-                distro=distro,
-                channel=self.image.channel,
-                boot_gate=lambda: self._boot_gate(name),
-            )
-            with self._lock:
-                self.machines.append(guest)
-                self._records[name] = MachineRecord(guest, ssh="no_ssh_key" not in self.req.flags)
-            if "no_ssh_key" in self.req.flags:
-                return guest
-            try:
-                guest.wait_for_ssh()
-                if "no_settle" not in self.req.flags:
-                    guest.settle()
-            except RailyardError as exc:
-                tail = "\n".join(guest.console_text().splitlines()[-25:])
-                raise BootError(f"{name} did not come up: {exc}\n--- last console lines ---\n{tail}") from exc
-        log.info("%s: ready", name)
+            return self._start(spec)
+
+    def _start(self, spec: MachineSpec) -> GuestMachine:
+        """Restored from a checkpoint where the warm pool has one (harness.starts), else booted cold."""
+        flags = self.req.flags
+        run = self.run
+        store = run.checkpoints if spec.private_net is None and not WARM_EXEMPT & flags else None
+        features = self.image.metadata.features if self.image.metadata is not None else ()
+        policy = StartPolicy(
+            store=store,
+            booted=run.warm_mode in ("booted", "all"),
+            firstboot=run.warm_mode in ("firstboot", "all") and FEATURE_FIRSTBOOT_CHECKPOINT in features,
+            ssh="no_ssh_key" not in flags,
+            settle="no_settle" not in flags,
+        )
+        starter = MachineStarter(run.platform, run.timeouts, self._guest, self._skip_console)
+        return starter.start(spec, policy)
+
+    def _skip_console(self, guest: GuestMachine) -> None:
+        self._records[guest.name].console_offset = len(guest.console_text())
+
+    def _guest(self, vm: Machine) -> GuestMachine:
+        name = vm.name
+        guest = GuestMachine(
+            vm,
+            pkey=self.run.keypair.pkey,
+            timeouts=self.run.timeouts,
+            distro=self.image.distro,
+            channel=self.image.channel,
+            boot_gate=lambda: self._boot_gate(name),
+        )
+        with self._lock:
+            self.machines.append(guest)
+            self._records[name] = MachineRecord(guest, ssh="no_ssh_key" not in self.req.flags)
         return guest
 
     def _boot_gate(self, name: str) -> AbstractContextManager[object]:

@@ -159,8 +159,10 @@ class OmahaServer:
         host: str = "127.0.0.1",
         port: int = 0,
         guest_host: str = GUEST_HOST,
+        guest_port: int | None = None,
     ) -> None:
         self.app_id = app_id
+        self._guest_port = guest_port
         self._apps = {a.lower() for a in (app_id, *app_ids)}
         self._host = host
         self._port = port
@@ -221,10 +223,16 @@ class OmahaServer:
         return f"http://{self._host}:{self.port}{UPDATE_PATH}"
 
     @property
+    def guest_port(self) -> int:
+        """The port guests reach the server at: `guest_port` as given (the same for every server, so that
+        machines pointed at different servers can share a checkpoint), else the server's own port."""
+        return self._guest_port or self.port
+
+    @property
     def guest_url(self) -> str:
-        """The update URL for a guest (`SERVER=` in the guest's update.conf): the guest's own 127.0.0.1 and the
-        server's port, which `GuestMachine.forward_host_service(port)` connects to this server."""
-        return f"http://{self._guest_host}:{self.port}{UPDATE_PATH}"
+        """The update URL for a guest (`SERVER=` in the guest's update.conf): the guest's own 127.0.0.1 and
+        `guest_port`, which `GuestMachine.forward_host_service(port, guest_port)` connects to this server."""
+        return f"http://{self._guest_host}:{self.guest_port}{UPDATE_PATH}"
 
     # -- publishing --------------------------------------------------------------------------------
 
@@ -393,7 +401,7 @@ class OmahaServer:
         latest = self._latest(app.app_id, app.track)
         if latest is None or not is_newer(latest.version, app.version):
             return None
-        host = host_header or f"{self._guest_host}:{self.port}"
+        host = host_header or f"{self._guest_host}:{self.guest_port}"
         return Offer(
             version=latest.version,
             codebase=f"http://{host}{PAYLOAD_PREFIX}{latest.payload_id}/",

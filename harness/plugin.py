@@ -23,6 +23,7 @@ from harness.registry import load_platform, platform_names
 from harness.run import Run
 from harness.shape import add_shape_options
 from harness.targets import MARKERS, Requirements, Target, channels_for, requirements_from_marks, skip_reason
+from harness.warm import WARM_MODES
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest="keep_on_failure",
         action="store_true",
         help="leave a failing test's machines running and say how to ssh in",
+    )
+    group.addoption(
+        "--warm",
+        dest="warm",
+        default="all",
+        choices=WARM_MODES,
+        help="restore machines from checkpoints where the platform can: all (the default: booted checkpoints, "
+        "else first-boot ones), booted, firstboot, or off (every machine boots cold)",
+    )
+    group.addoption(
+        "--checkpoint-dir",
+        dest="checkpoint_dir",
+        default=None,
+        metavar="DIR",
+        help="where booted checkpoints are kept and shared between runs (default: ~/.cache/railyard/checkpoints)",
     )
     group.addoption(
         "--keep-artifacts",
@@ -371,6 +387,8 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
     for guest in (m for f in factories for m in f.machines):
         notes += guest.notes
         guest.notes.clear()
+        if guest.start is not None and not any(k == f"start {guest.name}" for k, _ in item.user_properties):
+            item.user_properties.append((f"start {guest.name}", guest.start.describe()))
     if notes:
         item.add_report_section("call", "railyard", "\n".join(notes))
     if "no_console_check" in req.flags:

@@ -22,7 +22,9 @@ from harness.distros import get_distro
 from harness.errors import RailyardError
 from harness.image_choice import ImageChoice, check_image, resolve_image
 from harness.registry import load_platform
-from harness.ssh import KeyPair, generate_keypair
+from harness.ssh import KeyPair, generate_keypair, shared_keypair
+from harness.warm import CheckpointStore
+from images.build import default_cache_dir
 from images.metadata import read_metadata
 from platforms.base import GarbageRequest, Platform, PlatformContext
 
@@ -57,6 +59,7 @@ class Run:
         self.platform_cls.check_shape(shape.given_shape_options(options))
         self.keep_on_failure: bool = _opt(config, "keep_on_failure")
         self.keep_artifacts: bool = _opt(config, "keep_artifacts")
+        self.warm_mode: str = _opt(config, "warm")
         self.run_channels: list[str] | None = _opt(config, "railyard_channels")
         explicit = _opt(config, "railyard_image")
         self.explicit_image: Path | None = check_image(Path(explicit)) if explicit else None
@@ -155,7 +158,23 @@ class Run:
             return self._platform
 
     @cached_property
+    def checkpoints(self) -> CheckpointStore | None:
+        """Where booted checkpoints are kept (the warm pool), or None when machines all boot cold
+        (`--warm=off`, or a platform without checkpoints)."""
+        if self.warm_mode == "off" or not self.platform_cls.checkpoints:
+            return None
+        given = _opt(self.config, "checkpoint_dir")
+        store = CheckpointStore(Path(given).absolute() if given else default_cache_dir() / "checkpoints")
+        for removed in store.prune():
+            log.info("removed unused checkpoint %s", removed)
+        return store
+
+    @cached_property
     def keypair(self) -> KeyPair:
+        """The SSH key the harness logs in with: the host's shared key when machines are saved in checkpoints
+        (a checkpoint holds the key its machine was given), else a key of this run and worker."""
+        if self.checkpoints is not None:
+            return shared_keypair(default_cache_dir() / "ssh")
         self.prepare_output_dir()
         directory = self.output_dir / "keys" / self.worker
         directory.mkdir(parents=True, exist_ok=True)

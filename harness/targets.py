@@ -11,7 +11,7 @@ from typing import Any, Protocol
 from harness.errors import ConfigError
 from platforms.base import CAP_PRIVATE_NETWORK, CAPABILITIES
 
-KNOWN_FLAGS = frozenset({"no_console_check", "no_ssh_key", "no_settle"})
+KNOWN_FLAGS = frozenset({"cold_boot", "no_console_check", "no_ssh_key", "no_settle"})
 
 MARKERS: dict[str, str] = {
     "platforms(*names)": "run only on these platforms (qemu, libvirt, aws, azure)",

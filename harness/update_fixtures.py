@@ -41,8 +41,8 @@ def update_machine(machine_factory: Any, omaha: UpdateServer) -> GuestMachine:
     distro = machine_factory.image.distro
     config = distro.update_ignition(omaha.guest_url, machine_factory.image.channel)
     machines: list[GuestMachine] = machine_factory.create(1, ignition=config)
-    # The guest reaches the server at its own 127.0.0.1:<port>, through the harness's SSH connection.
-    machines[0].forward_host_service(omaha.port)
+    # The guest reaches the server at its own 127.0.0.1:8470, through the harness's SSH connection.
+    machines[0].forward_host_service(omaha.port, omaha.guest_port)
     return machines[0]
 
 

@@ -99,6 +99,11 @@ class Payload:
     signature: bytes
 
 
+GUEST_PORT = 8470
+"""Where guests reach every update server (forwarded to the server's own port): one config for all update
+machines of a channel, so they share a booted checkpoint."""
+
+
 class UpdateServer(OmahaServer):
     """An Omaha server for the default image: publishes its channels' /usr payloads, signed.
 
@@ -106,8 +111,8 @@ class UpdateServer(OmahaServer):
     what the next update check gets. `workdir` holds the payloads made for this server.
     """
 
-    def __init__(self, workdir: Path, app_id: str = RAILYARD_APP_ID) -> None:
-        super().__init__(app_id, app_ids=(FLATCAR_APP_ID,))
+    def __init__(self, workdir: Path, app_id: str = RAILYARD_APP_ID, guest_port: int = GUEST_PORT) -> None:
+        super().__init__(app_id, app_ids=(FLATCAR_APP_ID,), guest_port=guest_port)
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
 
@@ -220,7 +225,7 @@ def machine_id(machine: GuestMachine) -> str:
 
 def point_at(machine: GuestMachine, server: OmahaServer) -> None:
     """Point a running machine's updater at `server` for its channel (for machines booted without it)."""
-    machine.forward_host_service(server.port)
+    machine.forward_host_service(server.port, server.guest_port)
     distro = machine.distro
     if distro.update_conf is None:
         raise UpdateError(f"{distro.name} has no A/B update support in Railyard")

@@ -169,7 +169,7 @@ def test_a_run_stopped_mid_boot_leaves_nothing_behind(pytester, sig):
     """Ctrl-C, a CI system's cancel (SIGTERM) and a closed terminal (SIGHUP) all end a run cleanly."""
     pytester.makepyfile(test_boot="def test_boot(machine):\n    pass\n")
     out = pytester.path / "out"
-    proc = start_inner(pytester, out, "test_boot.py")
+    proc = start_inner(pytester, out, "--warm=off", "test_boot.py")  # a cold boot, to stop mid-way
     try:
         wait_for_qemu(proc, out)
         proc.send_signal(sig)
@@ -186,7 +186,7 @@ def test_a_killed_worker_leaves_nothing_behind(pytester):
     """SIGKILL to an xdist worker mid-boot: its QEMU dies with it, and the run removes its disks."""
     pytester.makepyfile(test_boot="def test_boot(machine):\n    pass\n")
     out = pytester.path / "out"
-    proc = start_inner(pytester, out, "-n", "1", "test_boot.py")
+    proc = start_inner(pytester, out, "--warm=off", "-n", "1", "test_boot.py")
     try:
         [line] = wait_for_qemu(proc, out)
         qemu_pid = int(line.split()[0])

@@ -1,0 +1,149 @@
+"""The checkpoint store of the warm pool: keys, one maker per key, atomic publishing, dropping, pruning."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.warm import COMPLETE, CheckpointStore, StartRecord, checkpoint_key
+
+
+def test_key_depends_on_signature_and_config() -> None:
+    key = checkpoint_key("sig", '{"ignition": 1}')
+    assert key == checkpoint_key("sig", '{"ignition": 1}')
+    assert key != checkpoint_key("sig2", '{"ignition": 1}')
+    assert key != checkpoint_key("sig", '{"ignition": 2}')
+    # The parts are separated: moving text from one to the other is another key.
+    assert checkpoint_key("ab", "c") != checkpoint_key("a", "bc")
+
+
+def test_a_made_checkpoint_is_published_and_found(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path)
+    assert store.find("k1") is None
+    with store.making("k1", {"test": "t::a"}) as draft:
+        assert draft is not None
+        (draft.directory / "state").write_bytes(b"x")
+        assert store.find("k1") is None  # not visible before the block ends
+    found = store.find("k1")
+    assert found == tmp_path / "k1"
+    assert (found / "state").read_bytes() == b"x"
+    assert json.loads((found / COMPLETE).read_text())["test"] == "t::a"
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_no_second_maker_while_one_makes_it_or_once_it_exists(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path)
+    with store.making("k", {}) as first:
+        assert first is not None
+        with store.making("k", {}) as second:  # another open file: the lock is taken
+            assert second is None
+    with store.making("k", {}) as third:
+        assert third is None  # it exists now
+
+
+def test_the_lock_holds_against_another_process(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path)
+    code = (
+        "import sys, time; from pathlib import Path; from harness.warm import CheckpointStore\n"
+        "with CheckpointStore(Path(sys.argv[1])).making('k', {}) as d:\n"
+        "    print('made' if d else 'busy', flush=True); time.sleep(30)\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "made"
+        with store.making("k", {}) as draft:
+            assert draft is None
+    finally:
+        child.kill()
+        child.wait()
+    # The killed maker published nothing, and its temporary directory goes at the next prune.
+    assert store.find("k") is None
+    assert [p.name for p in store.prune()] == [f".tmp-k-{child.pid}"]
+    with store.making("k", {}) as draft:
+        assert draft is not None
+
+
+def test_a_failed_or_abandoned_save_publishes_nothing(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path)
+    with pytest.raises(RuntimeError), store.making("k", {}) as draft:
+        assert draft is not None
+        (draft.directory / "state").write_bytes(b"half")
+        raise RuntimeError("QEMU died")
+    with store.making("k", {}) as draft:
+        assert draft is not None
+        draft.abandoned = True
+    assert store.find("k") is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".locks"]
+
+
+def test_drop_removes_a_checkpoint_with_read_only_files(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path)
+    with store.making("k", {}) as draft:
+        assert draft is not None
+        state = draft.directory / "state"
+        state.write_bytes(b"s")
+        state.chmod(0o444)
+    store.drop("k", "truncated")
+    assert store.find("k") is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".locks"]
+
+
+def test_prune_removes_what_was_not_used_for_long(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path)
+    for key in ("old", "new"):
+        with store.making(key, {}) as draft:
+            assert draft is not None
+    old = time.time() - 8 * 24 * 3600
+    os.utime(tmp_path / "old" / COMPLETE, (old, old))
+    assert store.prune() == [tmp_path / "old"]
+    assert store.find("new") is not None
+    store.find("new")  # a use marks it as used now
+    assert store.prune(max_idle=3600) == []
+
+
+def test_start_record_says_how_the_machine_came_up() -> None:
+    assert StartRecord("cold", 54.25).describe() == "cold in 54.2 s"
+    restored = StartRecord("restored-booted", 2.96, checkpoint="abc", note="dropped one")
+    assert restored.describe() == "restored-booted in 3.0 s from abc (dropped one)"
+
+
+def test_checkpoints_are_listed_and_cleared_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from harness.cli import main
+
+    store = CheckpointStore(tmp_path)
+    with store.making("k1", {"kind": "booted", "made by": "test_x-1"}) as draft:
+        assert draft is not None
+        (draft.directory / "state").write_bytes(b"\0" * 2**20)
+    assert main(["checkpoints", "--dir", str(tmp_path)]) == 0
+    listing = capsys.readouterr().out
+    assert "k1  booted" in listing
+    assert "test_x-1" in listing
+    assert "1 checkpoint(s), 1.0 MiB" in listing
+    assert main(["checkpoints", "--dir", str(tmp_path), "--clear"]) == 0
+    assert store.entries() == []
+
+
+def test_a_key_is_wanted_from_its_second_machine_on(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path)
+    assert store.wanted("k") is False
+    assert store.wanted("k") is True
+    assert CheckpointStore(tmp_path).wanted("k") is True  # a later run remembers it
+    assert store.wanted("other") is False
+    old = time.time() - 8 * 24 * 3600
+    os.utime(tmp_path / ".seen" / "other", (old, old))
+    store.prune()
+    assert store.wanted("other") is False  # forgotten after a week
