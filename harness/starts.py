@@ -87,9 +87,9 @@ class MachineStarter:
             guest = self._restore_firstboot(spec, store, policy, notes)
         if guest is None:
             guest = self._cold(spec, policy, notes)
-        if store is not None and key is not None and policy.booted and policy.ssh and policy.settle:
-            if store.wanted(key):
-                self._save_booted(guest, store, key, notes)
+        savable = store is not None and key is not None and policy.booted and policy.ssh and policy.settle
+        if savable and store is not None and key is not None and store.wanted(key):
+            self._save_booted(guest, store, key, notes)
         if notes and guest.start is not None:
             guest.start = dataclasses.replace(guest.start, note="; ".join(notes))
         log.info("%s: ready (%s)", spec.name, guest.start.describe() if guest.start else "up")
