@@ -7,7 +7,7 @@ to the plain boot and the targets; then the phases of a first boot and of a rebo
 loader, kernel, initramfs before Ignition, Ignition, initramfs after it, switch-root to multi-user.target,
 sshd), from console lines stamped on the host and the guest's systemd-analyze and journal (bench.boot_phases).
 
-    .venv/bin/python bench/boot.py [--runs 3] [--json PATH|-] [--artifacts DIR]
+    .venv/bin/python bench/boot.py [--runs 3] [--reboots 1] [--json PATH|-] [--artifacts DIR] [--skip-plain]
 """
 
 from __future__ import annotations
@@ -45,22 +45,25 @@ class Summary:
 
     def phases(self, which: str) -> dict[str, float | None]:
         names = BOOT_PHASES if which == "first" else REBOOT_PHASES
-        return median_phases([self._boot(run, which).phases for run in self.runs], names)
+        return median_phases([boot.phases for boot in self.boots(which)], names)
 
     def seconds(self, which: str) -> float | None:
-        return median([self._boot(run, which).seconds for run in self.runs])
+        return median([boot.seconds for boot in self.boots(which)])
 
     def restore(self) -> float | None:
         return median([run.restore_s for run in self.runs if run.restore_s is not None])
 
-    @staticmethod
-    def _boot(run: RunResult, which: str) -> BootMeasure:
-        return run.first if which == "first" else run.reboot
+    def boots(self, which: str) -> list[BootMeasure]:
+        """The first boots of all runs (`first`), or all their reboots (`reboot`)."""
+        if which == "first":
+            return [run.first for run in self.runs]
+        return [boot for run in self.runs for boot in run.reboots]
 
     def to_json(self) -> dict[str, Any]:
         return {
             "acceleration": self.accel,
             "runs": len(self.runs),
+            "reboots": len(self.boots("reboot")),
             "plain_kernel_s": median(self.plain),
             "first_boot_s": self.seconds("first"),
             "reboot_s": self.seconds("reboot"),
@@ -95,7 +98,11 @@ def _boot_json(boot: BootMeasure) -> dict[str, Any]:
 
 
 def _run_json(run: RunResult) -> dict[str, Any]:
-    return {"first_boot": _boot_json(run.first), "reboot": _boot_json(run.reboot), "restore_s": run.restore_s}
+    return {
+        "first_boot": _boot_json(run.first),
+        "reboots": [_boot_json(boot) for boot in run.reboots],
+        "restore_s": run.restore_s,
+    }
 
 
 def _seconds(value: float | None, width: int = 6) -> str:
@@ -112,7 +119,8 @@ def _line(label: str, value: float | None, plain: float | None, target: float) -
 def render(summary: Summary, out: TextIO) -> None:
     """The human-readable report: totals with ratios and targets, phases, and the last run's details."""
     plain = median(summary.plain)
-    print(f"acceleration: {summary.accel}, median of {len(summary.runs)} runs", file=out)
+    count = len(summary.boots("reboot"))
+    print(f"acceleration: {summary.accel}, median of {len(summary.runs)} runs ({count} reboots)", file=out)
     print(f"{'plain kernel + minimal initramfs to userspace:':<46}{_seconds(plain)}", file=out)
     first, reboot = summary.seconds("first"), summary.seconds("reboot")
     print(_line("first boot with Ignition to SSH login:", first, plain, TARGET_FIRST_BOOT), file=out)
@@ -129,10 +137,13 @@ def render(summary: Summary, out: TextIO) -> None:
         print(f"  {name:<41}{_seconds(firsts.get(name), 8)}{_seconds(reboots.get(name), 8)}", file=out)
     sums = [sum(v for v in phases.values() if v is not None) for phases in (firsts, reboots)]
     print(f"  {'sum of the phases':<41}{_seconds(sums[0], 8)}{_seconds(sums[1], 8)}", file=out)
+    recovered = [n for boot in summary.boots("reboot") for n in boot.phases.notes if n.startswith("harness:")]
+    for note in recovered:
+        print(f"  {note[:160]}", file=out)
     if not summary.runs:
         return
     last = summary.runs[-1]
-    for title, boot in (("first boot", last.first), ("reboot", last.reboot)):
+    for title, boot in (("first boot", last.first), *(("reboot", boot) for boot in last.reboots[-1:])):
         print(f"\n{title} (last run, {boot.seconds:.1f} s):", file=out)
         for note in boot.phases.notes:
             print(f"  note: {note}", file=out)
@@ -162,6 +173,7 @@ def main() -> int:
     parser.add_argument(
         "--artifacts", metavar="DIR", type=Path, help="keep consoles, journals, analyses here"
     )
+    parser.add_argument("--reboots", type=int, default=1, help="reboots per run (each one measured)")
     parser.add_argument("--skip-plain", action="store_true", help="leave out the plain kernel boot")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
@@ -183,7 +195,7 @@ def main() -> int:
         bench = BootBench(accel, workdir, args.artifacts)
         try:
             note = None if bench.restore_supported else NO_RESTORE
-            runs = [bench.run(n) for n in range(args.runs)]
+            runs = [bench.run(n, args.reboots) for n in range(args.runs)]
         finally:
             bench.close()
     summary = Summary(accel.name, plain, runs, note)

@@ -244,6 +244,11 @@ def boot_phases(record: BootRecord) -> Phases:
         notes.append("systemd-analyze measured no initrd: the initramfs phases are not separable")
     else:
         notes.append("no systemd-analyze of this boot: the kernel and initramfs boundaries are not seen")
+    if analyze and analyze.get("loader") is None:
+        # systemd-boot leaves its timestamps out when CPUID says it runs under a hypervisor.
+        notes.append(
+            "the guest has no firmware/loader times (systemd-boot does not time in a VM): host clock used"
+        )
     span = ignition_span(units)
     if span is not None:
         ignition_start, ignition_end = host(span[0]), host(span[1])

@@ -1,5 +1,5 @@
-"""One run of the boot benchmark on a real machine: a first boot with Ignition, a reboot, and the restore of
-a checkpoint of the booted machine; each boot measured to an SSH login and split into phases afterwards."""
+"""One run of the boot benchmark on a real machine: a first boot with Ignition, one or more reboots, and the
+restore of a checkpoint of the booted machine; each boot measured to an SSH login and split into phases."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from bench.boot_phases import (
     parse_blame,
     parse_critical_chain,
     parse_unit_jobs,
+    plain,
     qmp_reset,
 )
 from bench.console_tail import ConsoleTail
@@ -59,7 +60,7 @@ class BootMeasure:
 @dataclass
 class RunResult:
     first: BootMeasure
-    reboot: BootMeasure
+    reboots: list[BootMeasure]
     restore_s: float | None
 
 
@@ -122,25 +123,31 @@ class BootBench:
             vm, pkey=self.keys.pkey, timeouts=self.timeouts, distro=self.distro, channel="stable"
         )
 
-    def run(self, index: int) -> RunResult:
-        """A first boot, a reboot, then (where the platform can) a restore of the booted machine."""
+    def run(self, index: int, reboots: int = 1) -> RunResult:
+        """A first boot, `reboots` reboots, then (where the platform can) a restore of the booted machine."""
         start = time.monotonic()
         vm = self.platform.boot(self._spec(f"bench{index}"))
+        measured: list[BootMeasure] = []
         with ConsoleTail(vm.console_path) as tail:
             guest = self._guest(vm)
             guest.wait_for_ssh()
             login = time.monotonic()
             first = self._measure(guest, tail, start, login, since=0, reboot=False)
             self._keep(index, "first-boot", guest)
-            mark = tail.count()
-            request = time.monotonic()
-            guest.reboot()
-            login = time.monotonic()
-            second = self._measure(guest, tail, request, login, since=mark, reboot=True)
-            self._keep(index, "reboot", guest, previous=True)
+            for number in range(1, reboots + 1):
+                mark, noted = tail.count(), len(guest.notes)
+                request = time.monotonic()
+                guest.reboot()
+                login = time.monotonic()
+                boot = self._measure(guest, tail, request, login, since=mark, reboot=True)
+                # What the harness did meanwhile (e.g. power-cycled a restart that stayed silent).
+                boot.phases.notes += [f"harness: {note}" for note in guest.notes[noted:]]
+                measured.append(boot)
+                self._keep(index, f"reboot{number}", guest, previous=True)
+            self._keep_console(index, tail, start)
         restore_s = self._restore(vm, guest) if self.restore_supported else None
         self.platform.destroy(vm)
-        return RunResult(first, second, restore_s)
+        return RunResult(first, measured, restore_s)
 
     def _measure(
         self, guest: GuestMachine, tail: ConsoleTail, start: float, login: float, since: int, reboot: bool
@@ -155,7 +162,9 @@ class BootBench:
         except ValueError as error:
             log.warning("%s", error)
             analyze = None
-        blame = parse_blame(guest.execute("systemd-analyze blame --no-pager").stdout)
+        # Device units' times say when udev announced a device, not what it cost: leave them out.
+        blame_text = guest.execute("systemd-analyze blame --no-pager").stdout
+        blame = [item for item in parse_blame(blame_text, top=1000) if not item[0].endswith(".device")][:8]
         chain = parse_critical_chain(guest.execute("systemd-analyze critical-chain --no-pager").stdout)
         units = parse_unit_jobs(guest.succeed(JOURNAL_JOBS))
         lines = tail.lines(since)
@@ -185,7 +194,15 @@ class BootBench:
             *([("previous-journal", PREVIOUS_JOURNAL)] if previous else []),
         ]:  # fmt: skip
             (folder / f"{what}-{name}.txt").write_text(guest.execute(command).stdout)
-        (folder / "console.txt").write_text(guest.console_text())
+
+    def _keep_console(self, index: int, tail: ConsoleTail, start: float) -> None:
+        """With --artifacts: the console with each line's host time, in seconds after QEMU started."""
+        if self.artifacts is None:
+            return
+        folder = self.artifacts / f"run{index}"
+        folder.mkdir(parents=True, exist_ok=True)
+        stamped = "".join(f"{line.at - start:8.2f}  {plain(line.text)}\n" for line in tail.lines())
+        (folder / "console.txt").write_text(stamped)
 
     def _restore(self, vm: Machine, guest: GuestMachine) -> float:
         """Save a checkpoint of the booted `vm`, stop it, restore a new machine from it: seconds from the

@@ -1,7 +1,7 @@
 """Follow a growing console file and stamp each line with the host's monotonic clock as it appears.
 
 A QEMU serial console written to a file carries no timestamps of its own; a thread that reads the file's new
-bytes every few milliseconds gives each line the host time at which its first bytes were seen. Lines are
+bytes every few milliseconds gives each line the host time at which it was complete. Lines are
 decoded leniently (firmware writes escape sequences and stray bytes) and kept without their line ending.
 
     with ConsoleTail(vm.console_path) as tail:
@@ -25,7 +25,8 @@ __all__ = ["ConsoleTail", "StampedLine"]
 @dataclass(frozen=True)
 class StampedLine:
     at: float
-    """Host `time.monotonic()` when the line's first bytes were read."""
+    """Host `time.monotonic()` when the line was read complete (its line ending arrived). Not when its first
+    bytes came: a prompt (`login: `) stays unfinished until the next message ends the line."""
     text: str
     """The line, decoded, without its line ending (and without a trailing carriage return)."""
 
@@ -63,7 +64,8 @@ class ConsoleTail:
         return self
 
     def stop(self) -> None:
-        """Read what is left, keep an unfinished last line as a line, and stop the thread. Idempotent."""
+        """Read what is left, keep an unfinished last line as a line (stamped when its last bytes came), and stop
+        the thread. Idempotent."""
         if self._thread is not None:
             self._stopping.set()
             self._thread.join()
@@ -123,15 +125,9 @@ class ConsoleTail:
         now = self._clock()
         self._offset += len(data)
         with self._changed:
-            if not self._partial:
-                self._partial_at = now
             *complete, rest = (self._partial + data).split(b"\n")
-            for index, raw in enumerate(complete):
-                # Only the first line can have begun before this read.
-                self._lines.append(StampedLine(self._partial_at if index == 0 else now, _decode(raw)))
-            if complete and rest:
-                self._partial_at = now
-            self._partial = rest
+            self._lines.extend(StampedLine(now, _decode(raw)) for raw in complete)
+            self._partial, self._partial_at = rest, now
             self._changed.notify_all()
 
 

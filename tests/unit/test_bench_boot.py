@@ -216,6 +216,13 @@ def test_first_boot_phases_are_contiguous_and_add_up():
     assert phases.notes == []
 
 
+def test_a_boot_loader_without_timestamps_is_said():
+    analyze = parse_analyze("Startup finished in 3s (kernel) + 12s (initrd) + 20s (userspace) = 35s")
+    phases = boot_phases(_record(analyze=analyze))
+    assert phases.seconds[FIRMWARE] == pytest.approx(10.0)
+    assert any("systemd-boot does not time in a VM" in note for note in phases.notes)
+
+
 def test_reboot_phases_start_with_the_shutdown():
     units = {"multi-user.target": UnitTimes(None, 30.0)}
     record = _record(console=ConsoleMarks(restart=1004.0), units=units, reboot=True)
@@ -283,7 +290,8 @@ def _measure(seconds, reboot):
 
 
 def test_summary_json_and_table():
-    runs = [RunResult(_measure(s, False), _measure(s + 40, True), None) for s in (50.0, 60.0, 55.0)]
+    runs = [RunResult(_measure(s, False), [_measure(s + 40, True)], None) for s in (50.0, 60.0, 55.0)]
+    runs[0].reboots[0].phases.notes.append("harness: no firmware output 92 s after the restart; power-cycled it")
     summary = Summary("tcg", [6.0, 7.0, 6.5], runs, "not measured (no checkpoints)")
     data = summary.to_json()
     assert data["first_boot_s"] == 55.0
@@ -292,6 +300,7 @@ def test_summary_json_and_table():
     assert data["restore_s"] is None
     assert data["firstboot_restore_s"] is None
     assert data["runs"] == 3
+    assert data["reboots"] == 3
     assert data["acceleration"] == "tcg"
     assert set(data["reboot_phases"]) == set(REBOOT_PHASES)
     assert set(data["first_boot_phases"]) == set(BOOT_PHASES)
@@ -303,6 +312,7 @@ def test_summary_json_and_table():
     assert "not measured (no checkpoints)" in text
     assert "not measured (no first-boot checkpoints yet)" in text
     assert "Failed to unmount /usr" in text
+    assert "harness: no firmware output 92 s" in text
 
 
 def test_qmp_reset_instant_on_the_monotonic_clock():
