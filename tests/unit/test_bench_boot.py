@@ -291,7 +291,9 @@ def _measure(seconds, reboot):
 
 def test_summary_json_and_table():
     runs = [RunResult(_measure(s, False), [_measure(s + 40, True)], None) for s in (50.0, 60.0, 55.0)]
-    runs[0].reboots[0].phases.notes.append("harness: no firmware output 92 s after the restart; power-cycled it")
+    runs[0].reboots[0].phases.notes.append(
+        "harness: no firmware output 92 s after the restart; power-cycled it"
+    )
     summary = Summary("tcg", [6.0, 7.0, 6.5], runs, "not measured (no checkpoints)")
     data = summary.to_json()
     assert data["first_boot_s"] == 55.0
