@@ -56,7 +56,7 @@ def test_tcg_uefi_command(tmp_path):
     argv = qemu_command(spec, accel=TCG, paths=paths, firmware=Firmware.named("uefi"))
     assert argv[0] == "qemu-system-x86_64"
     assert option_value(argv, "-machine") == ["q35"]
-    assert option_value(argv, "-accel") == ["tcg,thread=multi"]
+    assert option_value(argv, "-accel") == ["tcg,thread=multi,tb-size=128"]
     assert option_value(argv, "-cpu") == ["max"]
     assert option_value(argv, "-smp") == ["2"]
     assert option_value(argv, "-m") == ["1024"]
