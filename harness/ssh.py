@@ -7,10 +7,13 @@ repeated half-open logins trip sshd's MaxStartups throttling.
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
+import math
 import os
 import select
+import selectors
 import shlex
 import socket
 import threading
@@ -19,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import cast
 
 import paramiko
 from cryptography.hazmat.primitives import serialization
@@ -40,6 +44,13 @@ logging.getLogger(TRANSPORT_LOG).setLevel(logging.CRITICAL)
 
 KEY_COMMENT = "railyard"
 BANNER_TRY_TIMEOUT = 3.0
+"""How long one attempt waits for the banner once connected."""
+BANNER_INTERVAL = 0.5
+"""Seconds between the starts of overlapping attempts."""
+BANNER_MAX_PENDING = 3
+"""At most this many attempts wait at once (each one sshd accepts costs the guest a fork and re-exec)."""
+ALIVE_INTERVAL = 1.0
+"""Seconds between checks that the machine still runs, while waiting for SSH."""
 _CHUNK = 32768
 
 
@@ -148,7 +159,7 @@ def wait_for_banner(
     timeout: float,
     *,
     alive: Callable[[], bool] | None = None,
-    interval: float = 1.0,
+    interval: float = BANNER_INTERVAL,
 ) -> str:
     """Poll until sshd at host:port sends its banner; return the banner line.
 
@@ -165,30 +176,126 @@ def wait_for_banner_socket(
     timeout: float,
     *,
     alive: Callable[[], bool] | None = None,
-    interval: float = 1.0,
+    interval: float = BANNER_INTERVAL,
+    try_timeout: float = BANNER_TRY_TIMEOUT,
 ) -> tuple[str, ReplayedSocket]:
-    """`wait_for_banner`, returning the connection too (for `SSHConnection.connect(sock=...)`)."""
+    """`wait_for_banner`, returning the connection too (for `SSHConnection.connect(sock=...)`).
+
+    A new attempt starts every `interval` seconds while earlier ones still wait (each for up to `try_timeout`),
+    and the first banner wins. With QEMU's user networking a connection is accepted on the host at once, and
+    one made before the guest had its address waits on the forward's retransmitted SYNs for seconds after
+    sshd is ready; a later attempt does not.
+    """
     deadline = time.monotonic() + timeout
-    attempts = 0
-    last_error = "no attempt made"
-    while True:
-        if alive is not None and not alive():
-            raise BootError(f"the machine stopped while waiting for SSH on {host}:{port} ({last_error})")
-        attempts += 1
-        try_timeout = min(BANNER_TRY_TIMEOUT, max(0.1, deadline - time.monotonic()))
+    race = _BannerRace(host, port, try_timeout)
+    next_attempt = time.monotonic()
+    next_alive = next_attempt
+    try:
+        while True:
+            now = time.monotonic()
+            if alive is not None and now >= next_alive:
+                if not alive():
+                    raise BootError(
+                        f"the machine stopped while waiting for SSH on {host}:{port} ({race.last_error})"
+                    )
+                next_alive = now + ALIVE_INTERVAL
+            if now >= deadline:
+                race.expire()
+                raise WaitTimeout(
+                    f"no SSH banner on {host}:{port} within {timeout:.0f} s ({race.attempts} attempts; last: "
+                    f"{race.last_error}); look at the console log for why the guest did not start sshd"
+                )
+            if now >= next_attempt and race.pending < BANNER_MAX_PENDING:
+                race.start()
+                next_attempt = now + interval
+            won = race.wait(max(0.0, min(next_attempt, deadline, next_alive if alive else deadline) - now))
+            if won is not None:
+                log.debug("SSH banner on %s:%d after %d attempt(s): %s", host, port, race.attempts, won[0])
+                return won
+    finally:
+        race.close()
+
+
+class _BannerRace:
+    """Connections to one SSH endpoint, each reading until a line starts with `SSH-`."""
+
+    def __init__(self, host: str, port: int, try_timeout: float) -> None:
+        self.host, self.port, self.try_timeout = host, port, try_timeout
+        self.selector = selectors.DefaultSelector()
+        self.received: dict[socket.socket, bytes] = {}
+        self.started: dict[socket.socket, float] = {}
+        self.attempts = 0
+        self.last_error = "no attempt made"
+
+    @property
+    def pending(self) -> int:
+        return len(self.received)
+
+    def start(self) -> None:
+        self.attempts += 1
         try:
-            banner, sock = open_banner(host, port, try_timeout)
+            sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
         except OSError as exc:
-            last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        else:
-            log.debug("SSH banner on %s:%d after %d attempt(s): %s", host, port, attempts, banner)
-            return banner, sock
-        if time.monotonic() + interval > deadline:
-            raise WaitTimeout(
-                f"no SSH banner on {host}:{port} within {timeout:.0f} s ({attempts} attempts; last: "
-                f"{last_error}); look at the console log for why the guest did not start sshd"
-            )
-        time.sleep(interval)
+            self._failed(exc)
+            return
+        sock.setblocking(False)
+        code = sock.connect_ex((self.host, self.port))
+        if code not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
+            sock.close()
+            self._failed(OSError(code, os.strerror(code)))
+            return
+        self.received[sock] = b""
+        self.started[sock] = time.monotonic()
+        self.selector.register(sock, selectors.EVENT_READ)
+
+    def wait(self, seconds: float) -> tuple[str, ReplayedSocket] | None:
+        """Read what arrives within `seconds`; the banner and its connection, once one sent it."""
+        for key, _ in self.selector.select(seconds) if self.received else []:
+            sock = cast(socket.socket, key.fileobj)
+            try:
+                chunk = sock.recv(1024)
+            except OSError as exc:
+                self._drop(sock, exc)
+                continue
+            if not chunk:
+                self._drop(sock, ConnectionError("connection closed before an SSH banner arrived"))
+                continue
+            data = self.received[sock] = self.received[sock] + chunk
+            for line in data.split(b"\n")[:-1]:
+                if line.startswith(b"SSH-"):
+                    self.selector.unregister(sock)
+                    del self.received[sock], self.started[sock]
+                    sock.setblocking(True)
+                    return line.decode(errors="replace").rstrip("\r"), ReplayedSocket(sock, data)
+            if len(data) > 8192:
+                self._drop(sock, ConnectionError("no SSH banner in the first 8 KiB"))
+        if not self.received:
+            time.sleep(seconds)
+        self.expire(time.monotonic() - self.try_timeout)
+        return None
+
+    def expire(self, started_before: float = math.inf) -> None:
+        """Give up the attempts started before `started_before` (all of them by default)."""
+        for sock, started in list(self.started.items()):
+            if started <= started_before:
+                self._drop(sock, TimeoutError("connected, but no SSH banner arrived"))
+
+    def _failed(self, exc: BaseException) -> None:
+        self.last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+    def _drop(self, sock: socket.socket, exc: BaseException) -> None:
+        self._failed(exc)
+        self.selector.unregister(sock)
+        del self.received[sock], self.started[sock]
+        sock.close()
+
+    def close(self) -> None:
+        for sock in list(self.received):
+            self.selector.unregister(sock)
+            sock.close()
+        self.received.clear()
+        self.started.clear()
+        self.selector.close()
 
 
 # -- commands --------------------------------------------------------------------------------------------

@@ -11,7 +11,14 @@ import paramiko
 import pytest
 
 from harness.errors import BootError, WaitTimeout
-from harness.ssh import CommandResult, generate_keypair, load_keypair, wait_for_banner
+from harness.ssh import (
+    BANNER_TRY_TIMEOUT,
+    CommandResult,
+    generate_keypair,
+    load_keypair,
+    wait_for_banner,
+    wait_for_banner_socket,
+)
 
 
 def test_generate_keypair_round_trip(tmp_path):
@@ -129,3 +136,35 @@ def test_dead_machine_aborts_early():
 def test_command_result_ok():
     assert CommandResult("true", 0, "", "").ok
     assert not CommandResult("false", 1, "", "").ok
+
+
+def test_a_later_attempt_wins_over_a_stalled_one():
+    # QEMU's user-net forward accepts at once; a connection made before the guest had its address stalls
+    # (its SYN is retransmitted later), while one made after sshd listens gets the banner at once.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    accepted: list[socket.socket] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(conn)
+            if len(accepted) > 1:
+                conn.sendall(b"SSH-2.0-late\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    start = time.monotonic()
+    try:
+        banner, sock = wait_for_banner_socket("127.0.0.1", listener.getsockname()[1], 10, interval=0.2)
+        sock.close()
+    finally:
+        listener.close()
+        for conn in accepted:
+            conn.close()
+    assert banner == "SSH-2.0-late"
+    assert time.monotonic() - start < BANNER_TRY_TIMEOUT
+    assert len(accepted) >= 2
