@@ -32,7 +32,9 @@ from harness.acceleration import detect
 TARGET_FIRST_BOOT = 40.0
 TARGET_REBOOT = 25.0
 TARGET_RESTORE = 3.0
-NO_FIRSTBOOT_CHECKPOINTS = "not measured (no first-boot checkpoints yet)"
+TARGET_FIRSTBOOT_RESTORE_RATIO = 0.5
+"""A first-boot restore to SSH, at most this fraction of a cold first boot."""
+NO_FIRSTBOOT_CHECKPOINTS = "not measured (the image cannot wait for a first-boot checkpoint)"
 NO_RESTORE = "not measured (the QEMU platform has no save_checkpoint/restore)"
 
 
@@ -53,6 +55,13 @@ class Summary:
     def restore(self) -> float | None:
         return median([run.restore_s for run in self.runs if run.restore_s is not None])
 
+    def firstboot_restore(self) -> float | None:
+        return median([r.firstboot_restore_s for r in self.runs if r.firstboot_restore_s is not None])
+
+    def _firstboot_target(self) -> float | None:
+        first = self.seconds("first")
+        return None if first is None else round(first * TARGET_FIRSTBOOT_RESTORE_RATIO, 1)
+
     def boots(self, which: str) -> list[BootMeasure]:
         """The first boots of all runs (`first`), or all their reboots (`reboot`)."""
         if which == "first":
@@ -68,17 +77,20 @@ class Summary:
             "first_boot_s": self.seconds("first"),
             "reboot_s": self.seconds("reboot"),
             "restore_s": self.restore(),
-            "firstboot_restore_s": None,
+            "firstboot_restore_s": self.firstboot_restore(),
             "first_boot_phases": self.phases("first"),
             "reboot_phases": self.phases("reboot"),
             "targets": {
                 "first_boot_s": TARGET_FIRST_BOOT,
                 "reboot_s": TARGET_REBOOT,
                 "restore_s": TARGET_RESTORE,
+                "firstboot_restore_s": self._firstboot_target(),
             },
             "notes": {
                 "restore_s": self.restore_note,
-                "firstboot_restore_s": NO_FIRSTBOOT_CHECKPOINTS,
+                "firstboot_restore_s": None
+                if self.firstboot_restore() is not None
+                else NO_FIRSTBOOT_CHECKPOINTS,
             },
             "per_run": [_run_json(run) for run in self.runs],
         }
@@ -102,6 +114,7 @@ def _run_json(run: RunResult) -> dict[str, Any]:
         "first_boot": _boot_json(run.first),
         "reboots": [_boot_json(boot) for boot in run.reboots],
         "restore_s": run.restore_s,
+        "firstboot_restore_s": run.firstboot_restore_s,
     }
 
 
@@ -129,8 +142,19 @@ def render(summary: Summary, out: TextIO) -> None:
     if restore is None:
         print(f"{'restore of a booted checkpoint to SSH login:':<46}{summary.restore_note}", file=out)
     else:
-        print(_line("restore of a booted checkpoint to SSH login:", restore, plain, TARGET_RESTORE), file=out)
-    print(f"{'first boot from a first-boot checkpoint:':<46}{NO_FIRSTBOOT_CHECKPOINTS}", file=out)
+        speedup = f"  {first / restore:5.1f}x faster than a cold first boot" if first and restore else ""
+        print(
+            _line("restore of a booted checkpoint to SSH login:", restore, plain, TARGET_RESTORE) + speedup,
+            file=out,
+        )
+    firstboot = summary.firstboot_restore()
+    label = "restore of a first-boot checkpoint to SSH:"
+    if firstboot is None:
+        print(f"{label:<46}{NO_FIRSTBOOT_CHECKPOINTS}", file=out)
+    else:
+        target = summary._firstboot_target()
+        ratio = f"{firstboot / first:4.2f} of a cold first boot" if first else ""
+        print(f"{label:<46}{_seconds(firstboot)}  {ratio}  target <= {target} s", file=out)
     firsts, reboots = summary.phases("first"), summary.phases("reboot")
     print(f"\nphases (median){'first boot':>40}{'reboot':>12}", file=out)
     for name in REBOOT_PHASES:

@@ -31,9 +31,11 @@ from harness.acceleration import Acceleration, Timeouts
 from harness.distros import get_distro
 from harness.ignition import IgnitionConfig
 from harness.machine import GuestMachine
+from harness.retry import poll
 from harness.ssh import generate_keypair
 from images.build import ensure_image
-from platforms.base import FirstBootConfig, Machine, MachineSpec, PlatformContext
+from images.metadata import FEATURE_FIRSTBOOT_CHECKPOINT, read_metadata
+from platforms.base import FIRSTBOOT_WAITING, FirstBootConfig, Machine, MachineSpec, PlatformContext
 from platforms.qemu import QemuPlatform
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,8 @@ class RunResult:
     first: BootMeasure
     reboots: list[BootMeasure]
     restore_s: float | None
+    firstboot_restore_s: float | None = None
+    """A restore of the image's first-boot checkpoint with a config of its own, to an SSH login."""
 
 
 def parse_uptime(text: str) -> float:
@@ -99,6 +103,8 @@ class BootBench:
         )
         self.platform = QemuPlatform(PlatformContext("bench", workdir, accel, self.timeouts, {}))
         self.platform.validate()
+        self._firstboot: Path | None = None
+        """The image's first-boot checkpoint, made by the first run that measures a first-boot restore."""
 
     def close(self) -> None:
         self.platform.close()
@@ -110,12 +116,19 @@ class BootBench:
             callable(getattr(self.platform, name, None)) for name in ("save_checkpoint", "restore")
         )
 
-    def _spec(self, name: str) -> MachineSpec:
+    @property
+    def firstboot_supported(self) -> bool:
+        """Whether the image can wait for a first-boot checkpoint before Ignition (and the platform save it)."""
+        metadata = read_metadata(self.image)
+        features = metadata.features if metadata is not None else ()
+        return self.restore_supported and FEATURE_FIRSTBOOT_CHECKPOINT in features
+
+    def _spec(self, name: str, ignition: FirstBootConfig | None = None, stage: str = "") -> MachineSpec:
         workdir = self.workdir / f"{name}-{time.monotonic_ns()}"
         workdir.mkdir(parents=True)
         return MachineSpec(
-            name=name, image=self.image, ignition=self.ignition,
-            ignition_fw_cfg=self.distro.ignition_fw_cfg, workdir=workdir,
+            name=name, image=self.image, ignition=ignition or self.ignition,
+            ignition_fw_cfg=self.distro.ignition_fw_cfg, workdir=workdir, checkpoint_stage=stage,
         )  # fmt: skip
 
     def _guest(self, vm: Machine) -> GuestMachine:
@@ -147,7 +160,8 @@ class BootBench:
             self._keep_console(index, tail, start)
         restore_s = self._restore(vm, guest) if self.restore_supported else None
         self.platform.destroy(vm)
-        return RunResult(first, measured, restore_s)
+        firstboot_s = self._firstboot_restore(index) if self.firstboot_supported else None
+        return RunResult(first, measured, restore_s, firstboot_s)
 
     def _measure(
         self, guest: GuestMachine, tail: ConsoleTail, start: float, login: float, since: int, reboot: bool
@@ -225,4 +239,54 @@ class BootBench:
                 restored.close()
             finally:
                 self.platform.destroy(clone)
+        return seconds
+
+    def _firstboot_checkpoint(self) -> Path:
+        """The image's first-boot checkpoint: a machine booted to the initramfs's wait before Ignition, saved,
+        thrown away (made once, by the first run that needs it)."""
+        if self._firstboot is not None:
+            return self._firstboot
+        directory = self.workdir / "firstboot-checkpoint"
+        directory.mkdir()
+        maker = self.platform.boot(self._spec("firstboot-maker", stage="firstboot"))
+        try:
+
+            def waiting() -> bool | None:
+                if not maker.is_running():
+                    raise RuntimeError(f"{maker.name} stopped before its first-boot checkpoint")
+                return FIRSTBOOT_WAITING in maker.console_path.read_text(errors="replace") or None
+
+            poll(waiting, timeout=self.timeouts.boot, interval=0.2, what="the first-boot checkpoint's wait")
+            self.platform.save_checkpoint(maker, directory)
+        finally:
+            self.platform.destroy(maker)
+        self._firstboot = directory
+        return directory
+
+    def _firstboot_restore(self, index: int) -> float:
+        """Restore the first-boot checkpoint with a config of this run's own: seconds from the restore call to
+        an SSH login. The config writes a file the maker's config did not; reading it back proves that
+        Ignition ran with the restored machine's config."""
+        checkpoint = self._firstboot_checkpoint()
+        token = f"bench run {index} {time.time_ns()}\n"
+        config = FirstBootConfig.render(
+            IgnitionConfig()
+            .add_user("core", ssh_keys=[self.keys.public_line], groups=["sudo"])
+            .add_file("/etc/railyard-bench", token)
+            .to_dict()
+        )
+        start = time.monotonic()
+        clone = self.platform.restore(self._spec(f"firstboot{index}", ignition=config), checkpoint)
+        try:
+            restored = self._guest(clone)
+            restored.wait_for_ssh()
+            seconds = time.monotonic() - start
+            written = restored.succeed("cat /etc/railyard-bench")
+            if written != token:
+                raise RuntimeError(
+                    f"the restored machine read another config: /etc/railyard-bench = {written!r}"
+                )
+            restored.close()
+        finally:
+            self.platform.destroy(clone)
         return seconds
