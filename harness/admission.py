@@ -86,9 +86,10 @@ class BootSlots:
         with self._lock:
             return self._held
 
-    def slot(self, who: str, timeout: float, count: int = 1) -> BootSlot:
-        """`count` slots at once (at most all of them), held while the context lasts."""
-        return BootSlot(self, who, timeout, min(max(count, 1), self.count))
+    def slot(self, who: str, timeout: float, count: int = 1, memory_mib: int | None = None) -> BootSlot:
+        """`count` slots at once (at most all of them), held while the context lasts; `memory_mib` is the
+        memory of each machine when it is not the run's (a test's `memory` marker)."""
+        return BootSlot(self, who, timeout, min(max(count, 1), self.count), memory_mib)
 
     def _adjust(self, delta: int) -> None:
         with self._lock:
@@ -98,11 +99,14 @@ class BootSlots:
 class BootSlot:
     """Held while one or more machines boot (or live); a context manager, also usable by `acquire/release`."""
 
-    def __init__(self, slots: BootSlots, who: str, timeout: float, count: int = 1) -> None:
+    def __init__(
+        self, slots: BootSlots, who: str, timeout: float, count: int = 1, memory_mib: int | None = None
+    ) -> None:
         self.slots = slots
         self.who = who
         self.timeout = timeout
         self.count = count
+        self.memory_mib = slots.memory_mib if memory_mib is None else memory_mib
         self._fds: list[int] = []
         self.waited = 0.0
         self.overcommitted = False
@@ -112,7 +116,7 @@ class BootSlot:
         return bool(self._fds)
 
     def _try_acquire(self) -> bool:
-        if self.slots.memory_mib and mem_available_mib() < self.slots.memory_mib * self.count + 256:
+        if self.memory_mib and mem_available_mib() < self.memory_mib * self.count + 256:
             return False
         fds: list[int] = []
         for index in range(self.slots.count):

@@ -25,12 +25,40 @@ from harness.run import Run
 from harness.starts import MachineStarter, StartPolicy
 from harness.targets import Requirements
 from images.metadata import FEATURE_FIRSTBOOT_CHECKPOINT
-from platforms.base import FirstBootConfig, Machine, MachineSpec, PrivateNet, PrivateNetwork
+from platforms.base import (
+    ExtraNic,
+    FirstBootConfig,
+    Machine,
+    MachineSpec,
+    NicSegment,
+    PrivateNet,
+    PrivateNetwork,
+)
 
 log = logging.getLogger(__name__)
 
 WARM_EXEMPT = frozenset({"cold_boot", "no_ssh_key", "no_settle"})
 """Flags of tests whose machines always boot cold (see harness.warm)."""
+
+
+def cold_boot_reason(spec: MachineSpec, flags: set[str] | frozenset[str]) -> str | None:
+    """Why a machine must boot cold rather than come from a checkpoint, or None.
+
+    Shape, firmware, memory and kernel arguments are part of a checkpoint's signature; what is not in a
+    checkpoint makes a machine boot cold: extra disks (a checkpoint holds the boot disk only, and the guest
+    may have written to them), NICs on a shared segment (a clone would resume with the MAC of the machine
+    that was saved, as every other clone), and machine ids and host keys that must be a machine's own.
+    """
+    if spec.private_net is not None:
+        return "a machine of a private network"
+    if spec.extra_disks_mib:
+        return "extra disks"
+    if spec.extra_nics:
+        return "extra NICs"
+    exempt = WARM_EXEMPT & flags
+    if exempt:
+        return f"flags {', '.join(sorted(exempt))}"
+    return None
 
 
 def safe_name(text: str, limit: int = 60) -> str:
@@ -55,6 +83,7 @@ class MachineFactory:
         self._lock = threading.Lock()
         self._counter = 0
         self._network: PrivateNetwork | None = None
+        self._nic_segments: dict[int, NicSegment] = {}  # extra NIC number -> its segment
         self._life_slots: list[BootSlot] = []  # held until `finish` (under TCG)
 
     # -- Ignition -------------------------------------------------------------------------------------
@@ -100,17 +129,21 @@ class MachineFactory:
             )
         names = [self._next_name(name) for _ in range(count)]
         nets = [self._join_private_network(n) if private_network else None for n in names]
+        nics = [self._attach_extra_nics(n) for n in names]
         if self.run.slots_for_life:
             # All machines of one request are admitted together; they hold their slots until `finish`.
             who = names[0] if count == 1 else f"{names[0]}..{names[-1]}"
-            slot = self.run.boot_slots.slot(who, timeout=self.run.slot_timeout, count=count).acquire()
+            slot = self.run.boot_slots.slot(
+                who, timeout=self.run.slot_timeout, count=count, memory_mib=self.memory_mib
+            ).acquire()
             with self._lock:
                 self._life_slots.append(slot)
         if count == 1:
-            return [self._boot_one(names[0], config, nets[0])]
+            return [self._boot_one(names[0], config, nets[0], nics[0])]
         with ThreadPoolExecutor(max_workers=count) as pool:
             futures = [
-                pool.submit(self._boot_one, n, config, net) for n, net in zip(names, nets, strict=True)
+                pool.submit(self._boot_one, n, config, net, nic)
+                for n, net, nic in zip(names, nets, nics, strict=True)
             ]
             results: list[GuestMachine] = []
             errors: list[BaseException] = []
@@ -135,7 +168,29 @@ class MachineFactory:
             network = self._network
         return network.join(name)
 
-    def _boot_one(self, name: str, config: dict[str, Any], net: PrivateNet | None = None) -> GuestMachine:
+    @property
+    def memory_mib(self) -> int:
+        """Guest memory of this factory's machines: the test's `memory` marker, else the run's."""
+        return self.run.memory_for(self.req.machine.memory_mib)
+
+    def _attach_extra_nics(self, name: str) -> tuple[ExtraNic, ...]:
+        """Machine `name`'s extra NICs (`@pytest.mark.nics`): number k on the k-th segment of this factory."""
+        nics: list[ExtraNic] = []
+        for number in range(1, self.req.machine.nics + 1):
+            with self._lock:
+                segment = self._nic_segments.get(number)
+                if segment is None:
+                    segment = self._nic_segments[number] = self.run.platform.nic_segment(number)
+            nics.append(segment.attach(name))
+        return tuple(nics)
+
+    def _boot_one(
+        self,
+        name: str,
+        config: dict[str, Any],
+        net: PrivateNet | None = None,
+        nics: tuple[ExtraNic, ...] = (),
+    ) -> GuestMachine:
         workdir = self.directory / name
         workdir.mkdir(parents=True, exist_ok=True)
         if net is not None:
@@ -145,6 +200,7 @@ class MachineFactory:
         if self.image.metadata is not None:  # what the image was built from (kernel, systemd, Ignition...)
             (workdir / "image.json").write_text(json.dumps(self.image.metadata.to_dict(), indent=2) + "\n")
         distro = self.image.distro
+        wanted = self.req.machine
         spec = MachineSpec(
             name=name,
             image=self.image.path,
@@ -152,12 +208,15 @@ class MachineFactory:
             ignition_fw_cfg=distro.ignition_fw_cfg,
             workdir=workdir,
             ssh_user=distro.default_user,
-            memory_mib=self.run.machine_memory_mib,
+            memory_mib=self.memory_mib,
             cpus=self.run.machine_cpus,
-            firmware=self.run.machine_firmware(self.image),
+            firmware=self.run.machine_firmware(self.image, wanted.firmware),
             private_net=net,
             channel=self.image.channel,
             test_id=self.test_id,
+            extra_disks_mib=wanted.disks_mib,
+            extra_nics=nics,
+            kernel_args=wanted.kernel_args,
         )
         with self._boot_gate(name):
             return self._start(spec)
@@ -166,7 +225,7 @@ class MachineFactory:
         """Restored from a checkpoint where the warm pool has one (harness.starts), else booted cold."""
         flags = self.req.flags
         run = self.run
-        store = run.checkpoints if spec.private_net is None and not WARM_EXEMPT & flags else None
+        store = run.checkpoints if cold_boot_reason(spec, flags) is None else None
         features = self.image.metadata.features if self.image.metadata is not None else ()
         policy = StartPolicy(
             store=store,
@@ -200,7 +259,7 @@ class MachineFactory:
         """Held while a machine boots: a slot of its own, unless its slot is held for its whole life."""
         if self.run.slots_for_life:
             return nullcontext()
-        return self.run.boot_slots.slot(name, timeout=self.run.slot_timeout)
+        return self.run.boot_slots.slot(name, timeout=self.run.slot_timeout, memory_mib=self.memory_mib)
 
     # -- after the test -------------------------------------------------------------------------------
 
@@ -238,8 +297,11 @@ class MachineFactory:
         self.machines.clear()
         with self._lock:
             network, self._network = self._network, None
+            segments, self._nic_segments = list(self._nic_segments.values()), {}
         if network is not None:
             network.close()
+        for segment in segments:
+            segment.close()
         if not failed and not self.run.keep_artifacts:
             shutil.rmtree(self.directory, ignore_errors=True)
         return notes

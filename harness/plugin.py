@@ -19,6 +19,7 @@ from harness.errors import ConfigError, ConsoleCheckError, WaitTimeout
 from harness.factory import MachineFactory, safe_name
 from harness.image_choice import ImageChoice
 from harness.machine import GuestMachine
+from harness.machine_options import kernel_args_refusal
 from harness.registry import load_platform, platform_names
 from harness.run import Run
 from harness.shape import add_shape_options
@@ -257,12 +258,15 @@ def _target_and_image(request: pytest.FixtureRequest, run: Run, node: Any) -> tu
         request.param if hasattr(request, "param") else Target(run.platform_name, run.default_channel, "")
     )
     req = _requirements(node)
-    early = skip_reason(req, Target(target.platform, target.channel, "", None))
+    refusal = run.platform_cls.machine_option_refusal
+    early = skip_reason(req, Target(target.platform, target.channel, "", None), option_refusal=refusal)
     if early:  # decided before any image is built
         pytest.skip(early)
     image = run.image_for(target.channel)
     full = Target(target.platform, target.channel, image.distro.name, image.version)
-    reason = skip_reason(req, full, run.platform_cls.machine_capabilities)
+    reason = skip_reason(req, full, run.platform_cls.machine_capabilities, refusal) or kernel_args_refusal(
+        req.machine, image.metadata, run.machine_firmware(image, req.machine.firmware)
+    )
     if reason:
         pytest.skip(reason)
     return full, image

@@ -194,9 +194,14 @@ class Run:
         """Guest memory per machine: --memory, else the default."""
         return shape.memory_mib(vars(self.config.option))
 
-    def machine_firmware(self, image: ImageChoice) -> str:
-        """--firmware, else what the image declares, else UEFI."""
-        return shape.firmware(vars(self.config.option), image.metadata.firmware if image.metadata else None)
+    def memory_for(self, wanted: int | None) -> int:
+        """Guest memory of a test's machines: its `memory` marker (`wanted`), else the run's."""
+        return shape.memory_mib(vars(self.config.option), wanted)
+
+    def machine_firmware(self, image: ImageChoice, wanted: str | None = None) -> str:
+        """The test's `firmware` marker (`wanted`), else --firmware, else what the image declares, else UEFI."""
+        firmware = image.metadata.firmware if image.metadata else None
+        return shape.firmware(vars(self.config.option), firmware, wanted)
 
     @property
     def slots_for_life(self) -> bool:

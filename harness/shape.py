@@ -2,6 +2,7 @@
 
 `--cpus`, `--memory` and `--firmware` mean the same on every platform that can honour them (QEMU, libvirt);
 the older `--qemu-cpus`, `--qemu-memory` and `--qemu-firmware` are the same options under their first names.
+A test's `memory` and `firmware` markers (harness.machine_options) override them for that test's machines.
 A platform that cannot honour one (a cloud, where the instance type sets the size and the image its firmware)
 refuses it before anything boots rather than ignore it.
 """
@@ -53,7 +54,10 @@ def check_shape_options(options: Mapping[str, Any]) -> None:
             raise ConfigError(f"{SHAPE_OPTIONS[dest]} must be a positive number, not {value}")
 
 
-def memory_mib(options: Mapping[str, Any]) -> int:
+def memory_mib(options: Mapping[str, Any], wanted: int | None = None) -> int:
+    """The test's `memory` marker (`wanted`), else --memory, else the default."""
+    if wanted is not None:
+        return wanted
     value = options.get("machine_memory")
     return int(value) if value is not None else DEFAULT_MEMORY_MIB
 
@@ -65,6 +69,7 @@ def cpus(options: Mapping[str, Any], emulated: bool) -> int:
     return TCG_CPUS if emulated else KVM_CPUS
 
 
-def firmware(options: Mapping[str, Any], image_firmware: str | None) -> str:
-    """--firmware, else what the image's metadata declares, else UEFI."""
-    return str(options.get("machine_firmware") or image_firmware or "uefi")
+def firmware(options: Mapping[str, Any], image_firmware: str | None, wanted: str | None = None) -> str:
+    """The test's `firmware` marker (`wanted`), else --firmware, else what the image's metadata declares,
+    else UEFI."""
+    return str(wanted or options.get("machine_firmware") or image_firmware or "uefi")

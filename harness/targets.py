@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from harness import machine_options
 from harness.errors import ConfigError
+from harness.machine_options import MachineOptions
 from platforms.base import CAP_PRIVATE_NETWORK, CAPABILITIES
 
 KNOWN_FLAGS = frozenset({"cold_boot", "no_console_check", "no_ssh_key", "no_settle"})
@@ -25,6 +27,7 @@ MARKERS: dict[str, str] = {
     "flags(*names)": f"test flags: {', '.join(sorted(KNOWN_FLAGS))}",
     "timeout(seconds)": "fail the test if its body runs longer than this",
     "requires(*capabilities)": "skip unless the platform's machines have these capabilities",
+    **machine_options.MARKERS,
 }
 
 
@@ -55,6 +58,8 @@ class Requirements:
     flags: set[str] = field(default_factory=set)
     timeout: float | None = None
     capabilities: set[str] = field(default_factory=set)
+    machine: MachineOptions = field(default_factory=MachineOptions)
+    """Extra disks and NICs, memory, firmware, kernel arguments (harness.machine_options)."""
 
 
 class Mark(Protocol):
@@ -124,6 +129,8 @@ def requirements_from_marks(marks: Iterable[Mark]) -> Requirements:
                     f"known: {', '.join(sorted(CAPABILITIES))}"
                 )
             req.capabilities |= set(_names(mark))
+        elif machine_options.is_machine_option(n):
+            req.machine = machine_options.fold(req.machine, mark)
     return req
 
 
@@ -145,8 +152,14 @@ def parse_version(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in parts)
 
 
-def skip_reason(req: Requirements, target: Target, capabilities: Iterable[str] = ()) -> str | None:
-    """Why a test does not apply to `target`, or None if it does."""
+def skip_reason(
+    req: Requirements,
+    target: Target,
+    capabilities: Iterable[str] = (),
+    option_refusal: Callable[[str], str | None] | None = None,
+) -> str | None:
+    """Why a test does not apply to `target`, or None if it does. `option_refusal` says why the platform
+    cannot give its machines a machine option (`Platform.machine_option_refusal`); None: not checked."""
     if req.platforms is not None and target.platform not in req.platforms:
         return f"runs only on platforms {', '.join(sorted(req.platforms))}, not {target.platform}"
     if target.platform in req.exclude_platforms:
@@ -164,6 +177,10 @@ def skip_reason(req: Requirements, target: Target, capabilities: Iterable[str] =
     missing = req.capabilities - set(capabilities)
     if missing and target.distro:
         return f"needs machine capabilities {', '.join(sorted(missing))}, which {target.platform} lacks"
+    if option_refusal is not None:
+        refusals = [r for r in (option_refusal(name) for name in req.machine.asked()) if r is not None]
+        if refusals:
+            return "; ".join(refusals)
     return None
 
 

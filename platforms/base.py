@@ -42,6 +42,42 @@ FIRMWARE_CHOICES = ("uefi", "bios")
 CAPABILITIES = frozenset(
     {CAP_HARD_RESET, CAP_POWER_CYCLE, CAP_SNAPSHOT, CAP_PRIVATE_NETWORK, CAP_HOST_SERVICES}
 )
+MIN_MEMORY_MIB = 128
+"""The least guest memory a machine may have."""
+
+# Machine options a test asks for with markers of the same names (see harness.machine_options). A platform
+# declares the ones its machines honour in `Platform.machine_options`; a test asking for another is skipped.
+OPTION_DISKS = "disks"
+"""`MachineSpec.extra_disks_mib`: extra blank disks."""
+OPTION_NICS = "nics"
+"""`MachineSpec.extra_nics`: extra NICs."""
+OPTION_MEMORY = "memory"
+"""`MachineSpec.memory_mib` set by the test, not the run."""
+OPTION_FIRMWARE = "firmware"
+"""`MachineSpec.firmware` set by the test, not the run or the image."""
+OPTION_KARGS = "kargs"
+"""`MachineSpec.kernel_args`: extra kernel arguments from the first boot on."""
+MACHINE_OPTIONS = frozenset({OPTION_DISKS, OPTION_NICS, OPTION_MEMORY, OPTION_FIRMWARE, OPTION_KARGS})
+
+DISK_SERIAL_PREFIX = "railyard-disk"
+SMBIOS_BOOT_CMDLINE = "io.systemd.boot.kernel-cmdline-extra="
+"""An SMBIOS type 11 string whose rest systemd-boot (256 and later) appends to a boot entry's options."""
+SMBIOS_STUB_CMDLINE = "io.systemd.stub.kernel-cmdline-extra="
+"""The same for a unified kernel image, read by its systemd-stub (254 and later)."""
+
+
+def disk_serial(index: int) -> str:
+    """The serial number of a machine's extra disk `index` (1 for the first): the guest finds it as
+    `/dev/disk/by-id/virtio-railyard-disk1`. virtio-blk serials hold at most 20 bytes."""
+    return f"{DISK_SERIAL_PREFIX}{index}"
+
+
+def kernel_args_smbios_strings(kernel_args: tuple[str, ...]) -> list[str]:
+    """The SMBIOS type 11 strings that hand `kernel_args` to the guest's boot loader (none without any)."""
+    if not kernel_args:
+        return []
+    line = " ".join(kernel_args)
+    return [SMBIOS_BOOT_CMDLINE + line, SMBIOS_STUB_CMDLINE + line]
 
 
 @dataclass(frozen=True)
@@ -59,6 +95,29 @@ class PrivateNet:
     mac: str
     address: str
     """The guest's address with prefix length, e.g. `10.0.3.1/24`."""
+
+
+@dataclass(frozen=True)
+class ExtraNic:
+    """An extra NIC of a machine (`@pytest.mark.nics`), on the segment of its number: the extra NICs number 1
+    of the machines of one test share one segment, number 2 another (see platforms.qemu.l2hub). The harness
+    configures no address on it."""
+
+    hub_port: int
+    mac: str
+
+
+class NicSegment(ABC):
+    """The segment the extra NICs of one number of one test's machines are on, made by
+    `Platform.nic_segment()` and closed by whoever made it once its machines are gone."""
+
+    @abstractmethod
+    def attach(self, name: str) -> ExtraNic:
+        """The NIC machine `name` gets on this segment (one of its `MachineSpec.extra_nics`)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release what the segment holds (a relay, a socket). Idempotent."""
 
 
 class PrivateNetwork:
@@ -154,6 +213,13 @@ class MachineSpec:
     checkpoint_stage: str = ""
     """`firstboot`: the guest stops before Ignition reads its config, announcing it on the console
     (FIRSTBOOT_WAITING), so that a first-boot checkpoint can be saved (platforms with `checkpoints`)."""
+    extra_disks_mib: tuple[int, ...] = ()
+    """Sizes in MiB of blank disks attached after the boot disk, serials `disk_serial(1)`, `(2)`..."""
+    extra_nics: tuple[ExtraNic, ...] = ()
+    """NICs attached after the primary one (and the private one), each on the segment of its number."""
+    kernel_args: tuple[str, ...] = ()
+    """Kernel arguments the boot loader adds to the image's own (SMBIOS type 11; see
+    `kernel_args_smbios_strings`)."""
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -286,10 +352,21 @@ class Platform(ABC):
     # a platform says what its machines can do.
     machine_capabilities: ClassVar[frozenset[str]] = frozenset()
 
+    # Machine options (OPTION_*, markers of the same names) this platform's machines honour.
+    machine_options: ClassVar[frozenset[str]] = frozenset()
+
     @classmethod  # noqa: B027
     def check_shape(cls, given: list[str]) -> None:
         """Refuse shape options (`--cpus`, `--memory`, `--firmware`: `given`) this platform cannot honour,
         with a ConfigError that says what to use instead. Local platforms honour them all."""
+
+    @classmethod
+    def machine_option_refusal(cls, option: str) -> str | None:
+        """Why this platform's machines cannot have machine option `option` (OPTION_*), for the skip reason
+        of a test that asks for it; None when they can."""
+        if option in cls.machine_options:
+            return None
+        return f"@pytest.mark.{option}: {cls.name} machines cannot have it"
 
     @classmethod
     def acceleration(cls, requested: str) -> Acceleration:
@@ -333,6 +410,10 @@ class Platform(ABC):
         if CAP_PRIVATE_NETWORK not in self.machine_capabilities:
             raise ConfigError(f"platform {self.name!r} gives its machines no private network")
         return PrivateNetwork()
+
+    def nic_segment(self, number: int) -> NicSegment:
+        """The segment of the extra NICs number `number` of one test's machines; only with OPTION_NICS."""
+        raise ConfigError(f"platform {self.name!r} gives its machines no extra NICs")
 
     def validate(self) -> None:  # noqa: B027
         """Check options and host requirements before anything boots; raise ConfigError if unusable."""

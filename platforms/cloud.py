@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from harness.acceleration import CLOUD, Acceleration, Timeouts
 from harness.errors import ConfigError
-from platforms.base import Platform
+from platforms.base import OPTION_DISKS, OPTION_FIRMWARE, OPTION_KARGS, OPTION_MEMORY, OPTION_NICS, Platform
 
 # A cloud machine boots on a hypervisor with hardware virtualization, whatever the runner has: its waits do
 # not scale with this host's acceleration. Instance start, firmware and the first boot's provisioning take
@@ -36,6 +36,21 @@ class CloudPlatform(Platform):
                 f"{', '.join(given)}: not for --platform={cls.name}, where the instance type sets a machine's "
                 f"size ({cls.size_option}) and the image its firmware"
             )
+
+    @classmethod
+    def machine_option_refusal(cls, option: str) -> str | None:
+        """Machine options as the shape options: the instance type sets the size and the image its firmware
+        and kernel command line; a machine has its OS disk and one NIC in the run's network."""
+        if option in cls.machine_options:
+            return None
+        why = {
+            OPTION_MEMORY: f"the instance type sets a machine's memory ({cls.size_option})",
+            OPTION_FIRMWARE: "the image sets a machine's firmware",
+            OPTION_DISKS: "machines get no extra disks",
+            OPTION_NICS: "machines get no extra NICs (each has one, in the run's network)",
+            OPTION_KARGS: "the registered image sets the kernel command line",
+        }.get(option, "machines cannot have it")
+        return f"@pytest.mark.{option}: on {cls.name}, {why}"
 
     @classmethod
     def acceleration(cls, requested: str) -> Acceleration:

@@ -29,9 +29,11 @@ from platforms.base import (
     CAP_POWER_CYCLE,
     CAP_PRIVATE_NETWORK,
     CAP_SNAPSHOT,
+    MACHINE_OPTIONS,
     GarbageRequest,
     Machine,
     MachineSpec,
+    NicSegment,
     Platform,
     PlatformContext,
     PrivateNetwork,
@@ -45,12 +47,13 @@ from platforms.qemu.command import (
     QEMU_IMG,
     Firmware,
     QemuPaths,
+    blank_disk_command,
     forwarded_port,
     overlay_command,
     qemu_command,
     socket_path_fits,
 )
-from platforms.qemu.l2hub import HubNetwork
+from platforms.qemu.l2hub import HubNetwork, HubSegment
 from platforms.qemu.process import (
     RUNTIME_PREFIX,
     SOCKET_DIR_PREFIX,
@@ -214,6 +217,7 @@ class QemuPlatform(Platform):
         {CAP_HARD_RESET, CAP_POWER_CYCLE, CAP_SNAPSHOT, CAP_PRIVATE_NETWORK, CAP_HOST_SERVICES}
     )
     checkpoints: ClassVar[bool] = True
+    machine_options: ClassVar[frozenset[str]] = MACHINE_OPTIONS
 
     def __init__(self, ctx: PlatformContext) -> None:
         super().__init__(ctx)
@@ -224,6 +228,10 @@ class QemuPlatform(Platform):
     def private_network(self) -> PrivateNetwork:
         """An L2 segment relayed by this process; each machine gets a second NIC with a static address."""
         return HubNetwork()
+
+    def nic_segment(self, number: int) -> NicSegment:
+        """A segment relayed by this process for the extra NICs number `number` of one test's machines."""
+        return HubSegment(number)
 
     @classmethod
     def collect_leftovers(cls, request: GarbageRequest) -> list[str]:
@@ -283,6 +291,11 @@ class QemuPlatform(Platform):
         firmware = Firmware.named(spec.firmware)
         if not spec.image.is_file():
             raise ImageError(f"machine {spec.name}: image {spec.image} does not exist")
+        for path in (firmware.code, firmware.vars_template):
+            if path is not None and not path.is_file():  # UEFI asked for by a test, not by --firmware
+                raise ConfigError(
+                    f"machine {spec.name}: UEFI firmware file {path} is missing: apt-get install ovmf"
+                )
         workdir = spec.workdir.absolute()
         workdir.mkdir(parents=True, exist_ok=True)
         runtime_dir = Path(tempfile.mkdtemp(prefix=RUNTIME_PREFIX, dir=workdir))
@@ -316,6 +329,8 @@ class QemuPlatform(Platform):
             # qcow2 vars so that savevm can snapshot every writable drive.
             _run([QEMU_IMG, "convert", "-q", "-f", "raw", "-O", "qcow2", str(firmware.vars_template),
                   str(paths.vars)])  # fmt: skip
+        for index, size_mib in enumerate(spec.extra_disks_mib, start=1):
+            _run(blank_disk_command(paths.extra_disk(index), size_mib))
         if not paths.ignition.is_file() or paths.ignition.read_text().strip() != spec.ignition.text.strip():
             paths.ignition.write_text(spec.ignition.text)
         command = qemu_command(spec, accel=self.ctx.accel, paths=paths, firmware=firmware, binary=self.binary)
@@ -353,6 +368,11 @@ class QemuPlatform(Platform):
         if not isinstance(machine, QemuMachine):
             raise PlatformError(f"{machine!r} was not booted by the qemu platform")
         machine._require_running("save a checkpoint of")
+        if machine.spec.extra_disks_mib or machine.spec.extra_nics:
+            # Its extra disks are not part of a checkpoint, and its clones would share its NICs' MACs.
+            raise PlatformError(
+                f"{machine.name}: a machine with extra disks or NICs is not saved as a checkpoint"
+            )
         log.info("%s: saving a checkpoint in %s", machine.name, directory)
         checkpoint.freeze(
             machine.qmp,

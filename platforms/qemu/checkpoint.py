@@ -105,10 +105,17 @@ def _identity(path: Path) -> dict[str, Any]:
 
 def signature(spec: MachineSpec, *, accel: Acceleration, firmware: Firmware, binary: str) -> str:
     """What a machine restored from a checkpoint of `spec` depends on, as canonical JSON: the QEMU command
-    line with the machine's own names and paths left out (so it holds shape, devices, acceleration), the
-    QEMU version, and the identity of the image and firmware files."""
+    line with the machine's own names, paths and hub ports left out (so it holds shape, firmware, devices and
+    their MACs, extra kernel arguments, acceleration), the sizes of extra disks, the QEMU version, and the
+    identity of the image and firmware files. (Machines with extra disks or NICs boot cold all the same:
+    harness.factory.cold_boot_reason.)"""
     anonymous = dataclasses.replace(
-        spec, name="checkpoint", workdir=Path("/checkpoint"), test_id="", checkpoint_stage=""
+        spec,
+        name="checkpoint",
+        workdir=Path("/checkpoint"),
+        test_id="",
+        checkpoint_stage="",
+        extra_nics=tuple(dataclasses.replace(nic, hub_port=0) for nic in spec.extra_nics),
     )
     paths = QemuPaths.layout(Path("/checkpoint"), Path("/checkpoint/runtime"))
     command = qemu_command(anonymous, accel=accel, paths=paths, firmware=firmware, binary="qemu")
@@ -117,10 +124,15 @@ def signature(spec: MachineSpec, *, accel: Acceleration, firmware: Firmware, bin
         files["firmware-code"] = _identity(firmware.code)
     if firmware.vars_template is not None:
         files["firmware-vars"] = _identity(firmware.vars_template)
-    return json.dumps(
-        {"qemu": qemu_version(binary), "command": command[1:], "files": files, "user": spec.ssh_user},
-        sort_keys=True,
-    )
+    about: dict[str, Any] = {
+        "qemu": qemu_version(binary),
+        "command": command[1:],
+        "files": files,
+        "user": spec.ssh_user,
+    }
+    if spec.extra_disks_mib:  # their files are in the command line, their sizes are not
+        about["disks_mib"] = list(spec.extra_disks_mib)
+    return json.dumps(about, sort_keys=True)
 
 
 def _wait_migration(qmp: QMPClient, timeout: float) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 Per machine: a qcow2 overlay over the read-only base image, the serial console appended to a file (a socket
 chardev nobody reads stalls the guest's UART), a QMP socket, user-mode networking with SSH forwarded from a port
-QEMU picks on 127.0.0.1, the Ignition config as a fw_cfg blob, a watchdog that resets a hung guest.
+QEMU picks on 127.0.0.1, the Ignition config as a fw_cfg blob, a watchdog that resets a hung guest. A test's
+machine options add blank qcow2 disks (in the runtime dir, serials `railyard-disk1`...), NICs on the L2 hub's
+segments and SMBIOS type 11 strings with extra kernel arguments.
 """
 
 from __future__ import annotations
@@ -15,7 +17,13 @@ from typing import Literal
 
 from harness.acceleration import Acceleration
 from harness.errors import ConfigError, PlatformError
-from platforms.base import FIRMWARE_CHOICES, MachineSpec
+from platforms.base import (
+    FIRMWARE_CHOICES,
+    MIN_MEMORY_MIB,
+    MachineSpec,
+    disk_serial,
+    kernel_args_smbios_strings,
+)
 
 QEMU_BINARY = "qemu-system-x86_64"
 QEMU_IMG = "qemu-img"
@@ -75,6 +83,10 @@ class QemuPaths:
             log=workdir / "qemu.log",
         )
 
+    def extra_disk(self, index: int) -> Path:
+        """The file of the machine's extra disk `index` (1 for the first), disposable like the overlay."""
+        return self.runtime_dir / f"disk{index}.qcow2"
+
 
 def socket_path_fits(path: Path) -> bool:
     return len(os.fsencode(path)) <= MAX_SOCKET_PATH
@@ -118,6 +130,38 @@ def private_net_args(spec: MachineSpec) -> list[str]:
     ]  # fmt: skip
 
 
+def extra_disk_args(spec: MachineSpec, paths: QemuPaths) -> list[str]:
+    """The test's blank disks after the boot disk, each with a serial the guest names it by
+    (`/dev/disk/by-id/virtio-railyard-disk1`)."""
+    args: list[str] = []
+    for index in range(1, len(spec.extra_disks_mib) + 1):
+        args += [
+            "-drive",
+            f"if=none,id=disk{index},format=qcow2,cache=unsafe,discard=unmap,file={_value(paths.extra_disk(index))}",
+            "-device", f"virtio-blk-pci,drive=disk{index},serial={disk_serial(index)}",
+        ]  # fmt: skip
+    return args
+
+
+def extra_nic_args(spec: MachineSpec) -> list[str]:
+    """The test's extra NICs, each on the segment of its number: frames relayed by an L2 hub over 127.0.0.1."""
+    args: list[str] = []
+    for index, nic in enumerate(spec.extra_nics, start=1):
+        args += [
+            "-netdev", f"socket,id=x{index},connect=127.0.0.1:{nic.hub_port}",
+            "-device", f"virtio-net-pci,netdev=x{index},mac={nic.mac},romfile=",
+        ]  # fmt: skip
+    return args
+
+
+def kernel_args_args(spec: MachineSpec) -> list[str]:
+    """Extra kernel arguments as SMBIOS type 11 strings, for a boot loader that reads them."""
+    args: list[str] = []
+    for text in kernel_args_smbios_strings(spec.kernel_args):
+        args += ["-smbios", f"type=11,value={_value(text)}"]
+    return args
+
+
 def qemu_command(
     spec: MachineSpec,
     *,
@@ -129,8 +173,10 @@ def qemu_command(
     """The full argv that boots `spec`. Pure: it reads and writes no file."""
     if spec.cpus < 1:
         raise ConfigError(f"machine {spec.name}: cpus must be at least 1, not {spec.cpus}")
-    if spec.memory_mib < 128:
-        raise ConfigError(f"machine {spec.name}: {spec.memory_mib} MiB of memory is too little (min 128)")
+    if spec.memory_mib < MIN_MEMORY_MIB:
+        raise ConfigError(
+            f"machine {spec.name}: {spec.memory_mib} MiB of memory is too little (min {MIN_MEMORY_MIB})"
+        )
     return [
         binary,
         "-name", _value(spec.name),
@@ -147,12 +193,15 @@ def qemu_command(
         *firmware_args(firmware, paths),
         "-drive", f"if=none,id=disk0,format=qcow2,cache=unsafe,discard=unmap,file={_value(paths.overlay)}",
         "-device", "virtio-blk-pci,drive=disk0,bootindex=1",
+        *extra_disk_args(spec, paths),
         "-fw_cfg", f"name={_value(spec.ignition_fw_cfg)},file={_value(paths.ignition)}",
         # What the default image's initramfs does before Ignition: `firstboot` waits for a checkpoint.
         "-fw_cfg", f"name={CHECKPOINT_FW_CFG},string={spec.checkpoint_stage or 'none'}",
         "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:0-:{GUEST_SSH_PORT}",
         "-device", "virtio-net-pci,netdev=n0,romfile=",
         *private_net_args(spec),
+        *extra_nic_args(spec),
+        *kernel_args_args(spec),
         "-device", "virtio-rng-pci",
         # A new generation id at every start: a machine restored from a checkpoint reseeds its kernel RNG.
         "-device", "vmgenid,guid=auto",
@@ -177,6 +226,11 @@ def overlay_command(base: Path, base_format: str, overlay: Path) -> list[str]:
         str(base.resolve()),
         str(overlay),
     ]
+
+
+def blank_disk_command(path: Path, size_mib: int) -> list[str]:
+    """`qemu-img` argv creating an empty qcow2 disk of `size_mib` MiB (it grows as the guest writes)."""
+    return [QEMU_IMG, "create", "-q", "-f", "qcow2", str(path), f"{size_mib}M"]
 
 
 _HOST_FORWARD = re.compile(

@@ -1,4 +1,4 @@
-"""The private network of QEMU and libvirt machines: an Ethernet segment relayed over 127.0.0.1.
+"""The private network and the extra NICs of QEMU and libvirt machines: Ethernet segments relayed over 127.0.0.1.
 
 QEMU's `-netdev socket,connect=127.0.0.1:PORT` sends each frame as a 4-byte big-endian length and the frame.
 The hub learns which connection each source MAC lives behind and forwards unicast frames there; broadcast,
@@ -16,7 +16,7 @@ import threading
 from types import TracebackType
 
 from harness.errors import ConfigError
-from platforms.base import PrivateNet, PrivateNetwork
+from platforms.base import ExtraNic, NicSegment, PrivateNet, PrivateNetwork
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,8 @@ MAX_FRAME = 65536 + 18
 SEGMENT_PREFIX = "10.0.3"
 """The /24 of a segment's static addresses (distinct from QEMU user networking's 10.0.2.0/24)."""
 MAX_MEMBERS = 250
+EXTRA_NIC_MAC = "52:54:00:ee:{number:02x}:{member:02x}"
+"""The MAC of an extra NIC: its number (1 for a machine's first extra NIC), the machine's place on the segment."""
 
 
 def _recv_exact(sock: socket.socket, size: int) -> bytes | None:
@@ -128,28 +130,60 @@ class L2Hub:
             peer.close()
 
 
-class HubNetwork(PrivateNetwork):
-    """A private network of local machines: a second NIC each (`-netdev socket` to an L2Hub of this
-    process), with the static addresses 10.0.3.1, .2, ... in the order the machines join."""
+class _SharedHub:
+    """An L2Hub started when the first machine joins, and how many have joined."""
 
-    def __init__(self) -> None:
+    def __init__(self, what: str) -> None:
+        self._what = what
         self._lock = threading.Lock()
         self._hub: L2Hub | None = None
         self._members = 0
 
-    def join(self, name: str) -> PrivateNet:
+    def add(self, name: str) -> tuple[int, int]:
+        """The hub's port and the new member's number (1 for the first)."""
         with self._lock:
             if self._members >= MAX_MEMBERS:
-                raise ConfigError(f"{name}: a private network holds at most {MAX_MEMBERS} machines")
+                raise ConfigError(f"{name}: {self._what} holds at most {MAX_MEMBERS} machines")
             if self._hub is None:
                 self._hub = L2Hub()
             self._members += 1
-            index = self._members
-            port = self._hub.port
-        return PrivateNet(port, f"52:54:00:cc:00:{index:02x}", f"{SEGMENT_PREFIX}.{index}/24")
+            return self._hub.port, self._members
 
     def close(self) -> None:
         with self._lock:
             hub, self._hub = self._hub, None
         if hub is not None:
             hub.close()
+
+
+class HubNetwork(PrivateNetwork):
+    """A private network of local machines: a second NIC each (`-netdev socket` to an L2Hub of this
+    process), with the static addresses 10.0.3.1, .2, ... in the order the machines join."""
+
+    def __init__(self) -> None:
+        self._shared = _SharedHub("a private network")
+
+    def join(self, name: str) -> PrivateNet:
+        port, index = self._shared.add(name)
+        return PrivateNet(port, f"52:54:00:cc:00:{index:02x}", f"{SEGMENT_PREFIX}.{index}/24")
+
+    def close(self) -> None:
+        self._shared.close()
+
+
+class HubSegment(NicSegment):
+    """The segment of the extra NICs number `number` of one test's machines: `-netdev socket` to an L2Hub of
+    this process, MACs 52:54:00:ee:NN:MM (NN the NIC's number, MM the machine's place), no addresses."""
+
+    def __init__(self, number: int) -> None:
+        if not 1 <= number <= 0xFF:
+            raise ConfigError(f"extra NIC number {number} is out of range (1 to 255)")
+        self.number = number
+        self._shared = _SharedHub(f"the segment of extra NICs number {number}")
+
+    def attach(self, name: str) -> ExtraNic:
+        port, member = self._shared.add(name)
+        return ExtraNic(port, EXTRA_NIC_MAC.format(number=self.number, member=member))
+
+    def close(self) -> None:
+        self._shared.close()

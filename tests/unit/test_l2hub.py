@@ -7,7 +7,7 @@ from harness.acceleration import Timeouts, detect
 from harness.errors import ConfigError
 from harness.retry import poll
 from platforms.base import CAP_PRIVATE_NETWORK, Platform, PlatformContext
-from platforms.qemu.l2hub import HubNetwork, L2Hub
+from platforms.qemu.l2hub import HubNetwork, HubSegment, L2Hub
 
 BROADCAST = b"\xff" * 6
 
@@ -82,3 +82,45 @@ def test_a_platform_without_the_capability_has_no_private_network(tmp_path):
         machine_capabilities = frozenset({CAP_PRIVATE_NETWORK})
 
     assert Cloudy(ctx).private_network().join("m1") is None, "a cloud's machines need no NIC of their own"
+
+
+def test_extra_nic_segments_give_each_machine_a_mac_of_its_own_on_the_segments_hub():
+    first, second = HubSegment(1), HubSegment(2)
+    try:
+        a1, b1 = first.attach("a"), first.attach("b")
+        a2 = second.attach("a")
+        assert a1.hub_port == b1.hub_port != a2.hub_port
+        assert (a1.mac, b1.mac, a2.mac) == ("52:54:00:ee:01:01", "52:54:00:ee:01:02", "52:54:00:ee:02:01")
+        with socket.create_connection(("127.0.0.1", a1.hub_port), timeout=5):
+            pass  # the segment's hub listens on loopback while it is open
+    finally:
+        first.close()
+        second.close()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", a1.hub_port), timeout=5)
+    first.close()  # twice is fine
+
+
+def test_extra_nic_macs_differ_from_the_private_networks():
+    segment, network = HubSegment(1), HubNetwork()
+    try:
+        assert segment.attach("a").mac != network.join("a").mac
+    finally:
+        segment.close()
+        network.close()
+
+
+def test_a_platform_without_extra_nics_refuses_a_segment(tmp_path):
+    class Bare(Platform):
+        name = "bare"
+
+        def _boot(self, spec):
+            raise NotImplementedError
+
+        def _destroy(self, machine):
+            raise NotImplementedError
+
+    ctx = PlatformContext("r", tmp_path, detect("tcg"), Timeouts.for_acceleration(detect("tcg")), {})
+    with pytest.raises(ConfigError, match="no extra NICs"):
+        Bare(ctx).nic_segment(1)
+    assert Bare.machine_option_refusal("disks") == "@pytest.mark.disks: bare machines cannot have it"

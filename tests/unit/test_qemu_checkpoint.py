@@ -10,7 +10,7 @@ import pytest
 
 from harness.acceleration import Acceleration
 from harness.errors import CheckpointError
-from platforms.base import FirstBootConfig, MachineSpec
+from platforms.base import ExtraNic, FirstBootConfig, MachineSpec
 from platforms.qemu import checkpoint
 from platforms.qemu.checkpoint import CheckpointFiles, check, signature
 from platforms.qemu.command import Firmware
@@ -117,3 +117,56 @@ def test_missing_parts_are_refused(tmp_path: Path) -> None:
     files.manifest.unlink()
     with pytest.raises(CheckpointError, match=r"no readable qemu\.json"):
         check(files, version=VERSION)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"extra_disks_mib": (64,)},
+        {"kernel_args": ("foo=bar",)},
+        {"extra_nics": (ExtraNic(4000, "52:54:00:ee:01:01"),)},
+    ],
+)
+def test_the_signature_changes_with_the_tests_machine_options(
+    tmp_path: Path, change: dict[str, object]
+) -> None:
+    spec = spec_in(tmp_path)
+    assert sig(spec) != sig(dataclasses.replace(spec, **change))  # type: ignore[arg-type]
+
+
+def test_the_signature_holds_the_sizes_of_extra_disks(tmp_path: Path) -> None:
+    spec = spec_in(tmp_path, extra_disks_mib=(64,))
+    assert sig(spec) != sig(dataclasses.replace(spec, extra_disks_mib=(128,)))
+    assert json.loads(sig(spec))["disks_mib"] == [64]
+    assert "disks_mib" not in json.loads(sig(spec_in(tmp_path))), "a plain machine's key is what it was"
+
+
+def test_the_signature_leaves_out_the_hub_port_of_extra_nics(tmp_path: Path) -> None:
+    spec = spec_in(tmp_path, extra_nics=(ExtraNic(4000, "52:54:00:ee:01:01"),))
+    assert sig(spec) == sig(dataclasses.replace(spec, extra_nics=(ExtraNic(5000, "52:54:00:ee:01:01"),)))
+    assert sig(spec) != sig(dataclasses.replace(spec, extra_nics=(ExtraNic(4000, "52:54:00:ee:01:02"),)))
+
+
+def test_a_machine_with_extra_disks_or_nics_is_not_saved(tmp_path: Path) -> None:
+    from harness.acceleration import Timeouts
+    from harness.errors import PlatformError
+    from platforms.base import PlatformContext
+    from platforms.qemu import QemuMachine, QemuPlatform
+    from platforms.qemu.command import QemuPaths
+
+    class Running:
+        def poll(self) -> None:
+            return None
+
+    platform = QemuPlatform(PlatformContext("r", tmp_path, TCG, Timeouts.for_acceleration(TCG), {}))
+    machine = QemuMachine(
+        spec_in(tmp_path, extra_disks_mib=(64,)),
+        process=Running(),  # type: ignore[arg-type]
+        qmp=None,  # type: ignore[arg-type]
+        paths=QemuPaths.layout(tmp_path / "m1", tmp_path / "m1" / "runtime"),
+        command=[],
+        ssh_port=2222,
+    )
+    with pytest.raises(PlatformError, match="extra disks or NICs is not saved"):
+        platform.save_checkpoint(machine, tmp_path / "ckpt")
+    assert not (tmp_path / "ckpt").exists()

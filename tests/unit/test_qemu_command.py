@@ -7,11 +7,12 @@ import pytest
 
 from harness.acceleration import Acceleration, Timeouts
 from harness.errors import ConfigError, PlatformError
-from platforms.base import FirstBootConfig, MachineSpec, PlatformContext, PrivateNet
+from platforms.base import ExtraNic, FirstBootConfig, MachineSpec, PlatformContext, PrivateNet
 from platforms.qemu import QemuPlatform
 from platforms.qemu.command import (
     Firmware,
     QemuPaths,
+    blank_disk_command,
     forwarded_port,
     overlay_command,
     qemu_command,
@@ -292,3 +293,92 @@ def test_register_summary_names_each_cpus_position_and_state():
     assert "RBX=000000000000001b" in first
     assert second.startswith("CPU#1 RIP=ffffffff81c3f2ab CPL=0 HLT=1")
     assert register_summary("") == "no registers"
+
+
+# -- machine options (markers disks, nics, memory, firmware, kargs) --------------------------------------
+
+
+def test_extra_disks_follow_the_boot_disk_with_serials_and_files_in_the_runtime_dir(tmp_path):
+    spec = make_spec(tmp_path, extra_disks_mib=(64, 2048))
+    paths = paths_for(tmp_path)
+    argv = qemu_command(spec, accel=TCG, paths=paths, firmware=Firmware.named("bios"))
+    drives = option_value(argv, "-drive")
+    assert [d.split(",")[1] for d in drives] == ["id=disk0", "id=disk1", "id=disk2"]
+    assert drives[1].endswith(f"file={tmp_path / 'run' / 'disk1.qcow2'}")
+    assert paths.extra_disk(2) == tmp_path / "run" / "disk2.qcow2"
+    disks = [d for d in option_value(argv, "-device") if d.startswith("virtio-blk-pci")]
+    assert disks == [
+        "virtio-blk-pci,drive=disk0,bootindex=1",
+        "virtio-blk-pci,drive=disk1,serial=railyard-disk1",
+        "virtio-blk-pci,drive=disk2,serial=railyard-disk2",
+    ]
+
+
+def test_no_machine_options_leave_the_command_as_it_was(tmp_path):
+    argv = qemu_command(
+        make_spec(tmp_path), accel=TCG, paths=paths_for(tmp_path), firmware=Firmware.named("bios")
+    )
+    assert len(option_value(argv, "-drive")) == 1
+    assert "-smbios" not in argv
+    assert option_value(argv, "-netdev") == ["user,id=n0,hostfwd=tcp:127.0.0.1:0-:22"]
+
+
+def test_a_blank_disk_is_a_qcow2_of_the_asked_size(tmp_path):
+    import json
+    import subprocess
+
+    path = tmp_path / "disk1.qcow2"
+    argv = blank_disk_command(path, 64)
+    assert argv == ["qemu-img", "create", "-q", "-f", "qcow2", str(path), "64M"]
+    subprocess.run(argv, check=True)  # qemu-img only: nothing boots
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(path)], capture_output=True,
+                                     text=True, check=True).stdout)  # fmt: skip
+    assert (info["format"], info["virtual-size"]) == ("qcow2", 64 << 20)
+
+
+def test_extra_nics_are_on_hub_segments_on_loopback_only(tmp_path):
+    nics = (ExtraNic(41001, "52:54:00:ee:01:01"), ExtraNic(41002, "52:54:00:ee:02:01"))
+    net = PrivateNet(hub_port=40000, mac="52:54:00:cc:00:01", address="10.0.3.1/24")
+    argv = qemu_command(make_spec(tmp_path, extra_nics=nics, private_net=net), accel=TCG,
+                        paths=paths_for(tmp_path), firmware=Firmware.named("bios"))  # fmt: skip
+    netdevs = option_value(argv, "-netdev")
+    assert netdevs == [
+        "user,id=n0,hostfwd=tcp:127.0.0.1:0-:22",
+        "socket,id=p0,connect=127.0.0.1:40000",
+        "socket,id=x1,connect=127.0.0.1:41001",
+        "socket,id=x2,connect=127.0.0.1:41002",
+    ]
+    nic_devices = [d for d in option_value(argv, "-device") if d.startswith("virtio-net-pci")]
+    assert nic_devices[2:] == [
+        "virtio-net-pci,netdev=x1,mac=52:54:00:ee:01:01,romfile=",
+        "virtio-net-pci,netdev=x2,mac=52:54:00:ee:02:01,romfile=",
+    ]
+
+
+def test_kernel_arguments_are_smbios_type_11_strings_with_commas_escaped(tmp_path):
+    spec = make_spec(tmp_path, kernel_args=("console=ttyS0,115200", "foo=bar"))
+    argv = qemu_command(spec, accel=TCG, paths=paths_for(tmp_path), firmware=Firmware.named("uefi"))
+    assert option_value(argv, "-smbios") == [
+        "type=11,value=io.systemd.boot.kernel-cmdline-extra=console=ttyS0,,115200 foo=bar",
+        "type=11,value=io.systemd.stub.kernel-cmdline-extra=console=ttyS0,,115200 foo=bar",
+    ]
+
+
+def test_a_tests_memory_is_the_machines(tmp_path):
+    argv = qemu_command(make_spec(tmp_path, memory_mib=1536), accel=TCG, paths=paths_for(tmp_path),
+                        firmware=Firmware.named("bios"))  # fmt: skip
+    assert option_value(argv, "-m") == ["1536"]
+
+
+def test_uefi_asked_for_by_a_test_needs_the_firmware_files(tmp_path, monkeypatch):
+    image = tmp_path / "base.qcow2"
+    image.write_bytes(b"")
+    platform = QemuPlatform(PlatformContext("r", tmp_path, TCG, Timeouts.for_acceleration(TCG), {}))
+    missing = Firmware("uefi", tmp_path / "no-CODE.fd", tmp_path / "no-VARS.fd")
+    monkeypatch.setattr(Firmware, "named", classmethod(lambda cls, kind: missing))
+    try:
+        with pytest.raises(ConfigError, match=r"UEFI firmware file .*no-CODE\.fd is missing"):
+            platform.boot(make_spec(tmp_path, firmware="uefi"))
+    finally:
+        platform.close()
+    assert not (tmp_path / "work").exists(), "refused before anything is made"
