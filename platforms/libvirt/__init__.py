@@ -30,19 +30,22 @@ from platforms.base import (
     CAP_POWER_CYCLE,
     CAP_PRIVATE_NETWORK,
     FIRMWARE_CHOICES,
+    MACHINE_OPTIONS,
     GarbageRequest,
     Machine,
     MachineSpec,
+    NicSegment,
     Platform,
     PlatformContext,
     PrivateNetwork,
     SSHEndpoint,
 )
-from platforms.libvirt.gc import collect_on, pid_start_time, remove_domain, volume_names
+from platforms.libvirt.gc import collect_on, disk_volume_name, pid_start_time, remove_domain, volume_names
 from platforms.libvirt.storage import (
     DEFAULT_POOL,
     HypervisorAddress,
     base_volume,
+    create_blank,
     create_overlay,
     create_raw,
     ensure_pool,
@@ -59,7 +62,7 @@ from platforms.libvirt.xml import (
     domain_xml,
 )
 from platforms.qemu.command import OVMF_CODE, OVMF_VARS, forwarded_port
-from platforms.qemu.l2hub import HubNetwork
+from platforms.qemu.l2hub import HubNetwork, HubSegment
 
 __all__ = ["LibvirtMachine", "LibvirtPlatform", "domain_xml"]
 
@@ -268,6 +271,7 @@ class LibvirtPlatform(Platform):
     machine_capabilities: ClassVar[frozenset[str]] = frozenset(
         {CAP_HARD_RESET, CAP_POWER_CYCLE, CAP_PRIVATE_NETWORK, CAP_HOST_SERVICES}
     )
+    machine_options: ClassVar[frozenset[str]] = MACHINE_OPTIONS
 
     def __init__(self, ctx: PlatformContext) -> None:
         super().__init__(ctx)
@@ -334,6 +338,10 @@ class LibvirtPlatform(Platform):
         it needs hypervisors on this host."""
         return HubNetwork()
 
+    def nic_segment(self, number: int) -> NicSegment:
+        """The same segments as QEMU's extra NICs (an L2 hub in this process), so also on this host only."""
+        return HubSegment(number)
+
     # -- boot --------------------------------------------------------------------------------------------
 
     def _boot(self, spec: MachineSpec) -> LibvirtMachine:
@@ -341,9 +349,10 @@ class LibvirtPlatform(Platform):
             raise ConfigError(f"machine {spec.name}: image {spec.image} does not exist")
         spec.workdir.mkdir(parents=True, exist_ok=True)
         hypervisor = self.pick()
-        if spec.private_net is not None and not hypervisor.address.local:
+        if (spec.private_net is not None or spec.extra_nics) and not hypervisor.address.local:
             raise ConfigError(
-                f"machine {spec.name}: a private network needs a hypervisor on this host, not {hypervisor.uri}"
+                f"machine {spec.name}: a private network or extra NICs need a hypervisor on this host, "
+                f"not {hypervisor.uri}"
             )
         libvirt = _libvirt()
         name = domain_name(self.ctx.run_id, spec.name)
@@ -362,7 +371,7 @@ class LibvirtPlatform(Platform):
         firmware = _firmware(spec.firmware)
         overlay_name, ignition_name, console_name = volume_names(name)
         # The domain is defined first: from then on its metadata records who owns the volumes made next.
-        files = _predicted_files(pool, name)
+        files = _predicted_files(pool, name, len(spec.extra_disks_mib))
         xml = domain_xml(spec, name=name, accel=self.ctx.accel, firmware=firmware, files=files, owner=owner)
         try:
             domain = conn.defineXML(xml)
@@ -372,7 +381,16 @@ class LibvirtPlatform(Platform):
             overlay = create_overlay(pool, overlay_name, base, image)
             ignition = create_raw(conn, pool, ignition_name, spec.ignition.text.encode())
             console = create_raw(conn, pool, console_name, b"")
-            actual = DomainFiles(Path(overlay.path()), Path(ignition.path()), Path(console.path()))
+            disks = [
+                create_blank(pool, disk_volume_name(name, index), size_mib)
+                for index, size_mib in enumerate(spec.extra_disks_mib, start=1)
+            ]
+            actual = DomainFiles(
+                Path(overlay.path()),
+                Path(ignition.path()),
+                Path(console.path()),
+                tuple(Path(disk.path()) for disk in disks),
+            )
             if actual != files:  # a pool type that names files its own way
                 xml = domain_xml(spec, name=name, accel=self.ctx.accel, firmware=firmware, files=actual,
                                  owner=owner)  # fmt: skip
@@ -426,11 +444,12 @@ def _firmware(kind: str) -> LibvirtFirmware:
     raise ConfigError(f"unknown firmware {kind!r}: choose one of {', '.join(FIRMWARE_CHOICES)}")
 
 
-def _predicted_files(pool: Any, name: str) -> DomainFiles:
-    """Where a directory-like pool will put the volumes of domain `name`."""
+def _predicted_files(pool: Any, name: str, disks: int = 0) -> DomainFiles:
+    """Where a directory-like pool will put the volumes of domain `name` (with `disks` extra disks)."""
     directory = pool_directory(pool) or Path("/nonexistent")
     overlay, ignition, console = volume_names(name)
-    return DomainFiles(directory / overlay, directory / ignition, directory / console)
+    extra = tuple(directory / disk_volume_name(name, index) for index in range(1, disks + 1))
+    return DomainFiles(directory / overlay, directory / ignition, directory / console, extra)
 
 
 def _ssh_port(domain: Any, timeout: float) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import socket
 import time
 from typing import Any
@@ -29,6 +30,22 @@ FOREIGN_OWNER_AGE = 6 * 3600.0
 def volume_names(name: str) -> tuple[str, str, str]:
     """The overlay, Ignition and console volumes of domain `name`."""
     return f"{name}.qcow2", f"{name}.ign", f"{name}.console"
+
+
+def disk_volume_name(name: str, index: int) -> str:
+    """The volume of extra disk `index` (1 for the first) of domain `name`."""
+    return f"{name}.disk{index}.qcow2"
+
+
+def disk_volumes(pool: Any, name: str) -> list[str]:
+    """The extra disk volumes of domain `name` that the pool holds."""
+    import libvirt
+
+    pattern = re.compile(re.escape(name) + r"\.disk\d+\.qcow2")
+    try:
+        return sorted(v.name() for v in pool.listAllVolumes(0) if pattern.fullmatch(v.name()))
+    except libvirt.libvirtError as exc:
+        raise PlatformError(f"cannot list the volumes of pool {pool.name()}: {exc}") from exc
 
 
 def pid_start_time(pid: int) -> int:
@@ -59,7 +76,14 @@ def remove_domain(pool: Any | None, domain: Any, name: str, uri: str) -> None:
     with contextlib.suppress(libvirt.libvirtError):
         if domain.isActive():
             domain.destroy()
-    for volume in volume_names(name) if pool is not None else ():
+    volumes: list[str] = []
+    if pool is not None:
+        volumes = list(volume_names(name))
+        try:
+            volumes += disk_volumes(pool, name)
+        except PlatformError as exc:
+            errors.append(str(exc))
+    for volume in volumes:
         try:
             delete_volume(pool, volume)
         except PlatformError as exc:

@@ -36,6 +36,7 @@ SESSION_POOL_SUBDIR = Path(".local/share/libvirt/images/railyard")
 BASE_PREFIX = "railyard-base-"
 READY_SUFFIX = ".ready"
 CHUNK = 1 << 20
+MIB = 1 << 20
 UPLOAD_LOCK_TIMEOUT = 1800.0
 
 
@@ -221,6 +222,17 @@ def create_raw(conn: Any, pool: Any, name: str, data: bytes, mode: str = "0644")
     if data:
         upload(conn, volume, io.BytesIO(data), len(data))
     return volume
+
+
+def create_blank(pool: Any, name: str, size_mib: int) -> Any:
+    """An empty qcow2 volume of `size_mib` MiB (an extra disk of a machine)."""
+    import libvirt
+
+    xml = volume_xml(name, capacity=size_mib * MIB, fmt="qcow2", mode="0600")
+    try:
+        return pool.createXML(xml, 0)
+    except libvirt.libvirtError as exc:
+        raise PlatformError(f"cannot create disk {name} in pool {pool.name()}: {exc}") from exc
 
 
 def create_overlay(pool: Any, name: str, base: Any, image: LocalImage) -> Any:

@@ -5,6 +5,9 @@ the base image's volume, the Ignition config (handed to the guest as a fw_cfg bl
 (written by virtlogd). SSH goes through QEMU user-mode networking with a host forward bound to 127.0.0.1 on the
 hypervisor, given on `<qemu:commandline>`: this libvirt knows user networking only through passt. The domain
 carries Railyard's `<metadata>` (run id, owner process, creation time) so `railyard gc` can find leftovers.
+A test's machine options add blank qcow2 volumes as virtio disks (serials `railyard-disk1`...), NICs on the L2
+hub's segments (on `<qemu:commandline>` like the others) and SMBIOS type 11 strings with extra kernel arguments
+(`<sysinfo type='smbios'>`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 
 from harness.acceleration import Acceleration
 from harness.errors import ConfigError
-from platforms.base import MachineSpec
+from platforms.base import MIN_MEMORY_MIB, MachineSpec, disk_serial, kernel_args_smbios_strings
 
 METADATA_NS = "https://railyard.invalid/libvirt/1"
 METADATA_PREFIX = "railyard"
@@ -28,8 +31,11 @@ GUEST_SSH_PORT = 22
 USER_NET_BUS = "pcie.0"
 USER_NET_ADDR = "0x10"
 PRIVATE_NET_ADDR = "0x11"
+FIRST_EXTRA_NIC_SLOT = 0x12
+"""Extra NICs take the root bus slots from here on (0x12, 0x13...), clear of libvirt's root ports."""
 USER_NET_ID = "railyard-net0"
 PRIVATE_NET_ID = "railyard-net1"
+EXTRA_NET_ID = "railyard-extra{index}"
 # Domain names are kept short: they end up in file names (NVRAM, logs) on the hypervisor.
 MAX_DOMAIN_NAME = 80
 
@@ -56,6 +62,8 @@ class DomainFiles:
     overlay: Path
     ignition: Path
     console_log: Path
+    disks: tuple[Path, ...] = ()
+    """The volumes of the test's extra disks, in order (`MachineSpec.extra_disks_mib`)."""
 
 
 @dataclass(frozen=True)
@@ -101,7 +109,22 @@ def netdev_args(spec: MachineSpec) -> list[str]:
             f"virtio-net-pci,netdev={PRIVATE_NET_ID},mac={net.mac},bus={USER_NET_BUS},"
             f"addr={PRIVATE_NET_ADDR},romfile=",
         ]  # fmt: skip
+    for index, nic in enumerate(spec.extra_nics, start=1):
+        netdev = EXTRA_NET_ID.format(index=index)
+        args += [
+            "-netdev", f"socket,id={netdev},connect=127.0.0.1:{nic.hub_port}",
+            "-device",
+            f"virtio-net-pci,netdev={netdev},mac={nic.mac},bus={USER_NET_BUS},"
+            f"addr={FIRST_EXTRA_NIC_SLOT + index - 1:#x},romfile=",
+        ]  # fmt: skip
     return args
+
+
+def extra_disk_target(index: int) -> str:
+    """The target device of extra disk `index` (1 for the first): vdb, vdc, ... (the boot disk is vda)."""
+    if not 1 <= index <= 25:
+        raise ConfigError(f"extra disk {index}: at most 25 extra disks have a virtio target name")
+    return "vd" + chr(ord("a") + index)
 
 
 def _metadata(domain: ET.Element, owner: OwnerRecord) -> None:
@@ -119,9 +142,11 @@ def _metadata(domain: ET.Element, owner: OwnerRecord) -> None:
     )
 
 
-def _os(domain: ET.Element, firmware: LibvirtFirmware) -> None:
+def _os(domain: ET.Element, firmware: LibvirtFirmware, smbios: bool) -> None:
     os_element = _sub(domain, "os")
     _sub(os_element, "type", "hvm", arch="x86_64", machine="q35")
+    if smbios:  # the SMBIOS tables carry the domain's `<sysinfo type='smbios'>`
+        _sub(os_element, "smbios", mode="sysinfo")
     if firmware.kind == "uefi":
         if firmware.code is None or firmware.vars_template is None:
             raise ConfigError("UEFI firmware needs an OVMF code file and a vars template")
@@ -139,6 +164,12 @@ def _devices(domain: ET.Element, files: DomainFiles) -> None:
     _sub(disk, "source", file=str(files.overlay))
     _sub(disk, "target", dev="vda", bus="virtio")
     _sub(disk, "boot", order="1")
+    for index, path in enumerate(files.disks, start=1):
+        extra = _sub(devices, "disk", type="file", device="disk")
+        _sub(extra, "driver", name="qemu", type="qcow2", cache="unsafe", discard="unmap")
+        _sub(extra, "source", file=str(path))
+        _sub(extra, "target", dev=extra_disk_target(index), bus="virtio")
+        _sub(extra, "serial", disk_serial(index))
     # A pty nobody reads drops output instead of stalling the guest; virtlogd appends all of it to the log.
     serial = _sub(devices, "serial", type="pty")
     _sub(serial, "log", file=str(files.console_log), append="on")
@@ -162,8 +193,14 @@ def domain_xml(
     """The domain XML that boots `spec`. Pure: it reads and writes no file."""
     if spec.cpus < 1:
         raise ConfigError(f"machine {spec.name}: cpus must be at least 1, not {spec.cpus}")
-    if spec.memory_mib < 128:
-        raise ConfigError(f"machine {spec.name}: {spec.memory_mib} MiB of memory is too little (min 128)")
+    if spec.memory_mib < MIN_MEMORY_MIB:
+        raise ConfigError(
+            f"machine {spec.name}: {spec.memory_mib} MiB of memory is too little (min {MIN_MEMORY_MIB})"
+        )
+    if len(files.disks) != len(spec.extra_disks_mib):
+        raise ConfigError(
+            f"machine {spec.name}: {len(spec.extra_disks_mib)} extra disks asked for, {len(files.disks)} volumes given"
+        )
     if not spec.ignition_fw_cfg.startswith("opt/"):
         raise ConfigError(f"fw_cfg name {spec.ignition_fw_cfg!r} must start with 'opt/' (QEMU's rule)")
     ET.register_namespace(METADATA_PREFIX, METADATA_NS)
@@ -175,7 +212,12 @@ def domain_xml(
     _sub(domain, "vcpu", str(spec.cpus), placement="static")
     sysinfo = _sub(domain, "sysinfo", type="fwcfg")
     _sub(sysinfo, "entry", name=spec.ignition_fw_cfg, file=str(files.ignition))
-    _os(domain, firmware)
+    oem_strings = kernel_args_smbios_strings(spec.kernel_args)
+    if oem_strings:  # SMBIOS type 11
+        strings = _sub(_sub(domain, "sysinfo", type="smbios"), "oemStrings")
+        for text in oem_strings:
+            _sub(strings, "entry", text)
+    _os(domain, firmware, smbios=bool(oem_strings))
     features = _sub(domain, "features")
     _sub(features, "acpi")
     # KVM passes the host CPU through; TCG emulates every feature it can.

@@ -10,8 +10,8 @@ import pytest
 
 from harness.acceleration import Acceleration
 from harness.errors import ConfigError
-from platforms.base import FirstBootConfig, MachineSpec, PrivateNet
-from platforms.libvirt.gc import owner_alive, pid_start_time, why_garbage
+from platforms.base import ExtraNic, FirstBootConfig, MachineSpec, PrivateNet
+from platforms.libvirt.gc import disk_volume_name, disk_volumes, owner_alive, pid_start_time, why_garbage
 from platforms.libvirt.storage import parse_uri
 from platforms.libvirt.xml import (
     METADATA_NS,
@@ -21,6 +21,7 @@ from platforms.libvirt.xml import (
     OwnerRecord,
     domain_name,
     domain_xml,
+    extra_disk_target,
     parse_owner,
     pool_xml,
     volume_xml,
@@ -240,3 +241,95 @@ def test_remote_hypervisors_are_refused_before_any_boot():
     pytest.importorskip("libvirt")
     with pytest.raises(ConfigError, match="remote hypervisor"):
         platform(["qemu+ssh://root@hv1/system"]).validate()
+
+
+# -- machine options (markers disks, nics, memory, firmware, kargs) --------------------------------------
+
+DISK_FILES = DomainFiles(
+    Path("/pool/d.qcow2"),
+    Path("/pool/d.ign"),
+    Path("/pool/d.console"),
+    (Path("/pool/d.disk1.qcow2"), Path("/pool/d.disk2.qcow2")),
+)
+
+
+def render_with(files: DomainFiles, **changes: object) -> ET.Element:
+    text = domain_xml(
+        spec(**changes), name="railyard-r-m1", accel=TCG, firmware=UEFI, files=files, owner=OWNER
+    )
+    return ET.fromstring(text)
+
+
+def test_extra_disks_are_virtio_volumes_with_serials_after_the_boot_disk():
+    boot, first, second = render_with(DISK_FILES, extra_disks_mib=(64, 128)).findall("devices/disk")
+    assert boot.find("boot") is not None
+    assert first.find("boot") is None
+    assert first.find("source").attrib["file"] == "/pool/d.disk1.qcow2"
+    assert first.find("driver").attrib["type"] == "qcow2"
+    assert first.find("target").attrib == {"dev": "vdb", "bus": "virtio"}
+    assert first.findtext("serial") == "railyard-disk1"
+    assert second.find("target").attrib["dev"] == "vdc"
+    assert second.findtext("serial") == "railyard-disk2"
+
+
+def test_extra_disks_and_their_volumes_must_agree():
+    with pytest.raises(ConfigError, match="1 extra disks asked for, 2 volumes given"):
+        render_with(DISK_FILES, extra_disks_mib=(64,))
+
+
+def test_extra_disk_volumes_are_named_after_the_domain():
+    assert disk_volume_name("railyard-r-m1", 2) == "railyard-r-m1.disk2.qcow2"
+    assert extra_disk_target(1) == "vdb"
+    with pytest.raises(ConfigError):
+        extra_disk_target(26)
+
+
+def test_extra_disk_volumes_are_removed_with_their_domain():
+    class Volume:
+        def __init__(self, name: str) -> None:
+            self._name = name
+
+        def name(self) -> str:
+            return self._name
+
+    class Pool:
+        def listAllVolumes(self, flags: int) -> list[Volume]:
+            names = ["railyard-r-m1.qcow2", "railyard-r-m1.disk1.qcow2", "railyard-r-m1.disk12.qcow2",
+                     "railyard-r-m10.disk1.qcow2", "railyard-r-m1.disk1.qcow2.bak"]  # fmt: skip
+            return [Volume(n) for n in names]
+
+        def name(self) -> str:
+            return "railyard"
+
+    assert disk_volumes(Pool(), "railyard-r-m1") == [
+        "railyard-r-m1.disk1.qcow2",
+        "railyard-r-m1.disk12.qcow2",
+    ]
+
+
+def test_extra_nics_go_to_their_hub_segments_at_fixed_slots():
+    nics = (ExtraNic(41001, "52:54:00:ee:01:01"), ExtraNic(41002, "52:54:00:ee:02:01"))
+    args = qemu_args(render(extra_nics=nics))
+    assert "socket,id=railyard-extra1,connect=127.0.0.1:41001" in args
+    assert "virtio-net-pci,netdev=railyard-extra1,mac=52:54:00:ee:01:01,bus=pcie.0,addr=0x12,romfile=" in args
+    assert "socket,id=railyard-extra2,connect=127.0.0.1:41002" in args
+    assert "virtio-net-pci,netdev=railyard-extra2,mac=52:54:00:ee:02:01,bus=pcie.0,addr=0x13,romfile=" in args
+    netdevs = [args[i + 1] for i, arg in enumerate(args) if arg == "-netdev"]
+    assert all(n.startswith("user,") or "connect=127.0.0.1:" in n for n in netdevs)
+
+
+def test_kernel_arguments_are_smbios_oem_strings():
+    domain = render(kernel_args=("foo=bar", "quiet"))
+    entries = [e.text for e in domain.findall("sysinfo[@type='smbios']/oemStrings/entry")]
+    assert entries == [
+        "io.systemd.boot.kernel-cmdline-extra=foo=bar quiet",
+        "io.systemd.stub.kernel-cmdline-extra=foo=bar quiet",
+    ]
+    assert domain.find("os/smbios").attrib == {"mode": "sysinfo"}
+    assert domain.find("sysinfo[@type='fwcfg']") is not None, "the Ignition config still goes by fw_cfg"
+
+
+def test_without_kernel_arguments_there_are_no_smbios_strings():
+    domain = render()
+    assert domain.find("sysinfo[@type='smbios']") is None
+    assert domain.find("os/smbios") is None

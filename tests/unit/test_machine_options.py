@@ -33,6 +33,7 @@ from platforms.base import (
     disk_serial,
     kernel_args_smbios_strings,
 )
+from platforms.libvirt import LibvirtPlatform
 from platforms.qemu import QemuPlatform
 from tests.integration.helpers import run_inner
 
@@ -141,7 +142,7 @@ def test_every_machine_option_is_a_registered_marker():
 # -- what a platform can give ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("platform", [QemuPlatform])
+@pytest.mark.parametrize("platform", [QemuPlatform, LibvirtPlatform])
 def test_local_platforms_give_every_option(platform):
     req = requirements_from_marks(
         [
