@@ -1,0 +1,36 @@
+"""Machine options as markers, on QEMU with the default image: the guest sees its extra disk (by its serial),
+the memory the test asked for, and its extra NIC."""
+
+from __future__ import annotations
+
+import pytest
+
+MIB = 1 << 20
+
+
+@pytest.mark.disks(64)
+@pytest.mark.memory(1536)
+@pytest.mark.nics(1)
+def test_the_guest_sees_its_extra_disk_memory_and_nic(machine):
+    # The disk: a blank 64 MiB virtio disk, named by its serial.
+    by_id = "/dev/disk/by-id/virtio-railyard-disk1"
+    machine.wait_until_succeeds(f"test -b {by_id}")
+    assert machine.succeed(f"lsblk -bdno SIZE {by_id}").strip() == str(64 * MIB)
+    assert "railyard-disk1" in machine.succeed("lsblk -dno NAME,SERIAL").split()
+    assert machine.succeed(f"sudo blkid -p {by_id} || true").strip() == "", "the disk is blank"
+
+    # The memory: 1536 MiB, less what firmware and kernel keep (the run's default is 1024 MiB).
+    meminfo = machine.succeed("cat /proc/meminfo")
+    total_kib = int(next(line.split()[1] for line in meminfo.splitlines() if line.startswith("MemTotal:")))
+    assert 1300 * 1024 < total_kib <= 1536 * 1024, meminfo
+
+    # The NIC: a second Ethernet link, with the MAC of extra NIC 1 of the test's first machine.
+    links = machine.succeed("ip -o link show").splitlines()
+    ethernet = [line for line in links if "link/ether" in line]
+    assert len(ethernet) == 2, links
+    assert any("link/ether 52:54:00:ee:01:01 " in line for line in ethernet), links
+    assert machine.vm.spec.extra_nics[0].mac == "52:54:00:ee:01:01"
+
+    # Such a machine boots cold: a checkpoint holds neither its extra disk nor its NIC's place.
+    assert machine.start is not None
+    assert machine.start.kind == "cold"
