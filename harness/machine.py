@@ -331,8 +331,27 @@ class GuestMachine:
         with step(self.name, "reboot"):
             old = self.boot_id()
             log.info("%s: rebooting (boot %s)", self.name, old[:8])
+            timeout = timeout if timeout is not None else self.timeouts.reboot
+            started = time.monotonic()
+            mark = len(self.console_text())
             self._run("sudo systemctl reboot", 30.0)
-            self._await_new_boot(old, timeout)
+            self._await_shutdown(mark, timeout)
+            self._await_new_boot(old, max(timeout - (time.monotonic() - started), 1.0))
+
+    def _await_shutdown(self, mark: int, timeout: float) -> None:
+        """Where the console is live, wait for the kernel's restart line (console text after `mark`) before
+        looking for the new boot: until then the old boot's sshd may still accept a login, and a session
+        opened while the old system goes down hangs until its connection times out. A shutdown that shows
+        no restart line within half the reboot's time (or `timeouts.restart`) is left to the new-boot wait."""
+        if not self.vm.live_console:
+            return
+        self.close()
+        deadline = time.monotonic() + min(timeout / 2, self.timeouts.restart)
+        while self.vm.is_running() and RESTART_LINE not in self.console_text()[mark:]:
+            if time.monotonic() >= deadline:
+                log.warning("%s: no restart line on the console after the reboot request", self.name)
+                return
+            time.sleep(SHUTDOWN_POLL)
 
     def hard_reset(self, timeout: float | None = None) -> None:
         """Cut the power and start again at once (a warm reset, no clean shutdown); wait for the new boot.
@@ -437,6 +456,8 @@ __all__ = ["CommandResult", "GuestMachine", "RailyardError"]
 
 # What Linux prints last before it resets the machine (pr_emerg: shown with `quiet` too).
 RESTART_LINE = "reboot: Restarting system"
+SHUTDOWN_POLL = 0.2
+"""Seconds between looks at the console while a rebooting machine shuts down (a file read on this host)."""
 
 
 class PowerCycled(Exception):

@@ -264,6 +264,10 @@ class UploadRequest:
 class Machine(ABC):
     """One instance booted by a platform."""
 
+    live_console: ClassVar[bool] = False
+    """Whether `console_path` grows as the guest prints (a serial port logged on this host), so that the
+    harness may wait for what it shows (e.g. the kernel's restart line at the end of a reboot's shutdown)."""
+
     def __init__(self, spec: MachineSpec) -> None:
         self.spec = spec
         self.capabilities: frozenset[str] = frozenset()

@@ -148,6 +148,8 @@ class _ConsoleCopy:
 
 
 class LibvirtMachine(Machine):
+    live_console = True
+
     def __init__(
         self,
         spec: MachineSpec,

@@ -78,6 +78,8 @@ Launched = tuple[subprocess.Popen[bytes], QMPClient, int]
 
 
 class QemuMachine(Machine):
+    live_console = True
+
     def __init__(
         self,
         spec: MachineSpec,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from pathlib import Path
 
@@ -129,3 +130,40 @@ def test_after_a_reset_any_firmware_output_means_the_machine_runs(guest):
     watch(guard, 1.0)  # then silent: the kernel boots quietly
     assert guest.vm.resets == 0
     assert guest.notes == []
+
+
+def test_a_reboot_waits_for_the_restart_line_on_a_live_console(guest, monkeypatch):
+    # Until the old boot prints its restart line its sshd may still take a login that then hangs.
+    monkeypatch.setattr(FakeVM, "live_console", True)
+    guest.timeouts = dataclasses.replace(guest.timeouts, restart=30.0)
+    guest.vm.print("railyard login: ")
+    mark = len(guest.console_text())
+    shown = []
+
+    def printer() -> None:
+        time.sleep(0.5)
+        shown.append(time.monotonic())
+        guest.vm.print(f"[   38.8] {RESTART_LINE}\n")
+
+    thread = threading.Thread(target=printer)
+    thread.start()
+    guest._await_shutdown(mark, timeout=30)
+    done = time.monotonic()
+    thread.join()
+    assert shown
+    assert 0 <= done - shown[0] < 0.5
+
+
+def test_a_restart_line_of_an_earlier_boot_does_not_count(guest, monkeypatch):
+    monkeypatch.setattr(FakeVM, "live_console", True)
+    guest.vm.print(f"[   38.8] {RESTART_LINE}\nrailyard login: ")
+    start = time.monotonic()
+    guest.timeouts = dataclasses.replace(guest.timeouts, restart=30.0)
+    guest._await_shutdown(len(guest.console_text()), timeout=0.6)  # gives up after half of it
+    assert 0.25 <= time.monotonic() - start < 2
+
+
+def test_no_wait_without_a_live_console(guest):
+    start = time.monotonic()
+    guest._await_shutdown(0, timeout=60)
+    assert time.monotonic() - start < 0.1
