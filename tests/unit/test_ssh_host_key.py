@@ -30,7 +30,6 @@ def test_the_script_is_installed_executable_and_runs_before_sshd():
     assert starts == [
         "ExecStartPre=",
         "ExecStartPre=/usr/lib/railyard/ssh-host-key",
-        "ExecStartPre=/usr/sbin/sshd -t",
     ]
 
 

@@ -29,5 +29,7 @@ install() {
         "$systemdsystemunitdir/ignition-complete.target.requires/railyard-firstboot-checkpoint.service"
 
     inst_simple "$moddir/watchdog.conf" /etc/systemd/system.conf.d/railyard-watchdog.conf
+    inst_simple "$moddir/networkd-firstboot.conf" \
+        "$systemdsystemunitdir/systemd-networkd.service.d/railyard-firstboot.conf"
     inst_multiple mount umount rm sync mkdir rmdir grep cut cat date modprobe sleep
 }
