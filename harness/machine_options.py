@@ -81,7 +81,7 @@ class MachineOptions:
 
 
 class Mark(Protocol):
-    """The part of a pytest Mark that is read here."""
+    """The part of a pytest Mark that is read here and in harness.targets (so both stay pure)."""
 
     @property
     def name(self) -> str: ...

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from harness import machine_options
 from harness.errors import ConfigError
-from harness.machine_options import MachineOptions
+from harness.machine_options import MachineOptions, Mark
 from platforms.base import CAP_PRIVATE_NETWORK, CAPABILITIES
 
 KNOWN_FLAGS = frozenset({"cold_boot", "no_console_check", "no_ssh_key", "no_settle"})
@@ -60,17 +60,6 @@ class Requirements:
     capabilities: set[str] = field(default_factory=set)
     machine: MachineOptions = field(default_factory=MachineOptions)
     """Extra disks and NICs, memory, firmware, kernel arguments (harness.machine_options)."""
-
-
-class Mark(Protocol):
-    """The part of a pytest Mark that is read here (so this module stays pure)."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def args(self) -> tuple[Any, ...]: ...
-    @property
-    def kwargs(self) -> Mapping[str, Any]: ...
 
 
 def _names(mark: Mark) -> list[str]:
