@@ -45,11 +45,13 @@ def test_keypairs_differ(tmp_path):
 
 
 class TcpServer:
-    """Accepts connections on 127.0.0.1 and either sends `payload` after `delay` or stays silent."""
+    """Accepts connections on 127.0.0.1 and either sends `payload` after `delay` or stays silent (always, or
+    on its first `silent_first` connections)."""
 
-    def __init__(self, payload: bytes | None, delay: float = 0.0) -> None:
+    def __init__(self, payload: bytes | None, delay: float = 0.0, silent_first: int = 0) -> None:
         self.payload = payload
         self.delay = delay
+        self.silent_first = silent_first
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.connections: list[socket.socket] = []
@@ -63,7 +65,7 @@ class TcpServer:
             except OSError:
                 return
             self.connections.append(conn)
-            if self.payload is not None:
+            if self.payload is not None and len(self.connections) > self.silent_first:
                 time.sleep(self.delay)
                 conn.sendall(self.payload)
 
@@ -78,8 +80,8 @@ class TcpServer:
 def server_factory():
     servers: list[TcpServer] = []
 
-    def make(payload: bytes | None, delay: float = 0.0) -> TcpServer:
-        servers.append(TcpServer(payload, delay))
+    def make(payload: bytes | None, delay: float = 0.0, silent_first: int = 0) -> TcpServer:
+        servers.append(TcpServer(payload, delay, silent_first))
         return servers[-1]
 
     yield make
@@ -138,33 +140,13 @@ def test_command_result_ok():
     assert not CommandResult("false", 1, "", "").ok
 
 
-def test_a_later_attempt_wins_over_a_stalled_one():
+def test_a_later_attempt_wins_over_a_stalled_one(server_factory):
     # QEMU's user-net forward accepts at once; a connection made before the guest had its address stalls
     # (its SYN is retransmitted later), while one made after sshd listens gets the banner at once.
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-    accepted: list[socket.socket] = []
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            accepted.append(conn)
-            if len(accepted) > 1:
-                conn.sendall(b"SSH-2.0-late\r\n")
-
-    threading.Thread(target=serve, daemon=True).start()
+    server = server_factory(b"SSH-2.0-late\r\n", silent_first=1)
     start = time.monotonic()
-    try:
-        banner, sock = wait_for_banner_socket("127.0.0.1", listener.getsockname()[1], 10, interval=0.2)
-        sock.close()
-    finally:
-        listener.close()
-        for conn in accepted:
-            conn.close()
+    banner, sock = wait_for_banner_socket("127.0.0.1", server.port, 10, interval=0.2)
+    sock.close()
     assert banner == "SSH-2.0-late"
     assert time.monotonic() - start < BANNER_TRY_TIMEOUT
-    assert len(accepted) >= 2
+    assert len(server.connections) >= 2
