@@ -31,11 +31,11 @@ from harness.acceleration import Acceleration, Timeouts
 from harness.distros import get_distro
 from harness.ignition import IgnitionConfig
 from harness.machine import GuestMachine
-from harness.retry import poll
 from harness.ssh import generate_keypair
+from harness.starts import make_firstboot_checkpoint
 from images.build import ensure_image
 from images.metadata import FEATURE_FIRSTBOOT_CHECKPOINT, read_metadata
-from platforms.base import FIRSTBOOT_WAITING, FirstBootConfig, Machine, MachineSpec, PlatformContext
+from platforms.base import FirstBootConfig, Machine, MachineSpec, PlatformContext
 from platforms.qemu import QemuPlatform
 
 log = logging.getLogger(__name__)
@@ -123,12 +123,12 @@ class BootBench:
         features = metadata.features if metadata is not None else ()
         return self.restore_supported and FEATURE_FIRSTBOOT_CHECKPOINT in features
 
-    def _spec(self, name: str, ignition: FirstBootConfig | None = None, stage: str = "") -> MachineSpec:
+    def _spec(self, name: str, ignition: FirstBootConfig | None = None) -> MachineSpec:
         workdir = self.workdir / f"{name}-{time.monotonic_ns()}"
         workdir.mkdir(parents=True)
         return MachineSpec(
             name=name, image=self.image, ignition=ignition or self.ignition,
-            ignition_fw_cfg=self.distro.ignition_fw_cfg, workdir=workdir, checkpoint_stage=stage,
+            ignition_fw_cfg=self.distro.ignition_fw_cfg, workdir=workdir,
         )  # fmt: skip
 
     def _guest(self, vm: Machine) -> GuestMachine:
@@ -242,26 +242,13 @@ class BootBench:
         return seconds
 
     def _firstboot_checkpoint(self) -> Path:
-        """The image's first-boot checkpoint: a machine booted to the initramfs's wait before Ignition, saved,
-        thrown away (made once, by the first run that needs it)."""
-        if self._firstboot is not None:
-            return self._firstboot
-        directory = self.workdir / "firstboot-checkpoint"
-        directory.mkdir()
-        maker = self.platform.boot(self._spec("firstboot-maker", stage="firstboot"))
-        try:
-
-            def waiting() -> bool | None:
-                if not maker.is_running():
-                    raise RuntimeError(f"{maker.name} stopped before its first-boot checkpoint")
-                return FIRSTBOOT_WAITING in maker.console_path.read_text(errors="replace") or None
-
-            poll(waiting, timeout=self.timeouts.boot, interval=0.2, what="the first-boot checkpoint's wait")
-            self.platform.save_checkpoint(maker, directory)
-        finally:
-            self.platform.destroy(maker)
-        self._firstboot = directory
-        return directory
+        """The image's first-boot checkpoint (harness.starts), made once, by the first run that needs it."""
+        if self._firstboot is None:
+            directory = self.workdir / "firstboot-checkpoint"
+            directory.mkdir()
+            make_firstboot_checkpoint(self.platform, self._spec("bench"), directory, self.timeouts.boot)
+            self._firstboot = directory
+        return self._firstboot
 
     def _firstboot_restore(self, index: int) -> float:
         """Restore the first-boot checkpoint with a config of this run's own: seconds from the restore call to

@@ -192,31 +192,38 @@ class MachineStarter:
         guest.sync_clock()  # it stood still while it was saved
 
     def _make_firstboot(self, spec: MachineSpec, directory: Path, notes: list[str]) -> bool:
-        """Boot a machine of `spec`'s image to the point before Ignition, save it into `directory`, throw
-        it away. False (with a note) when the image never reaches that point."""
-        maker_spec = dataclasses.replace(
-            spec,
-            name=f"{spec.name}-firstboot",
-            workdir=spec.workdir.parent / f"{spec.workdir.name}.firstboot",
-            checkpoint_stage="firstboot",
-        )
-        maker = self.platform.boot(maker_spec)
+        """Make the first-boot checkpoint of `spec`'s image into `directory`. False (with a note) when the
+        image never reaches that point."""
         try:
-
-            def waiting() -> bool | None:
-                if not maker.is_running():
-                    raise BootError(f"{maker.name} stopped before the first-boot checkpoint")
-                try:
-                    return FIRSTBOOT_WAITING in maker.console_path.read_text(errors="replace") or None
-                except FileNotFoundError:
-                    return None
-
-            poll(waiting, timeout=self.timeouts.boot, what=f"{maker.name} to wait for its checkpoint")
-            self.platform.save_checkpoint(maker, directory)
+            make_firstboot_checkpoint(self.platform, spec, directory, self.timeouts.boot)
         except (BootError, WaitTimeout, RailyardError) as exc:
             notes.append(f"no first-boot checkpoint: {exc}")
             log.warning("%s: no first-boot checkpoint: %s", spec.name, exc)
             return False
-        finally:
-            self.platform.destroy(maker)
         return True
+
+
+def make_firstboot_checkpoint(platform: Platform, spec: MachineSpec, directory: Path, timeout: float) -> None:
+    """Boot a machine of `spec`'s image to the point before Ignition, save it into `directory`, throw it away.
+    Raises BootError, WaitTimeout or RailyardError when the image never reaches that point in `timeout`."""
+    maker_spec = dataclasses.replace(
+        spec,
+        name=f"{spec.name}-firstboot",
+        workdir=spec.workdir.parent / f"{spec.workdir.name}.firstboot",
+        checkpoint_stage="firstboot",
+    )
+    maker = platform.boot(maker_spec)
+    try:
+
+        def waiting() -> bool | None:
+            if not maker.is_running():
+                raise BootError(f"{maker.name} stopped before the first-boot checkpoint")
+            try:
+                return FIRSTBOOT_WAITING in maker.console_path.read_text(errors="replace") or None
+            except FileNotFoundError:
+                return None
+
+        poll(waiting, timeout=timeout, what=f"{maker.name} to wait for its checkpoint")
+        platform.save_checkpoint(maker, directory)
+    finally:
+        platform.destroy(maker)
