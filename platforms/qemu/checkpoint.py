@@ -42,6 +42,7 @@ STATE = "state"
 CONSOLE = "console.txt"
 MANIFEST = "qemu.json"
 __all__ = ["OVMF_CODE", "CheckpointFiles", "check", "freeze", "receive", "signature"]
+EXIT_GRACE = 10.0  # seconds a QEMU whose QMP socket broke during a load gets to exit
 POLL = 0.05
 
 
@@ -233,7 +234,11 @@ def receive(
     except CheckpointError:
         raise
     except PlatformError as exc:
-        if process.poll() is None:
+        # A QEMU that rejects the stream closes its QMP socket while it exits: a reset connection is the first
+        # sign of that exit, so give the process a moment to end before calling it anything else.
+        try:
+            process.wait(timeout=EXIT_GRACE)
+        except subprocess.TimeoutExpired:
             raise CheckpointError(f"checkpoint {files.directory}: loading it failed: {exc}") from exc
     process.wait()
     raise CheckpointError(

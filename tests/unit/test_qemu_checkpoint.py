@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from harness.acceleration import Acceleration
-from harness.errors import CheckpointError
+from harness.errors import CheckpointError, PlatformError
 from platforms.base import ExtraNic, FirstBootConfig, MachineSpec
 from platforms.qemu import checkpoint
 from platforms.qemu.checkpoint import CheckpointFiles, check, signature
@@ -170,3 +171,33 @@ def test_a_machine_with_extra_disks_or_nics_is_not_saved(tmp_path: Path) -> None
     with pytest.raises(PlatformError, match="extra disks or NICs is not saved"):
         platform.save_checkpoint(machine, tmp_path / "ckpt")
     assert not (tmp_path / "ckpt").exists()
+
+
+class _BrokenQmp:
+    """A QMP client whose socket is reset, as it is when QEMU exits while it rejects a stream."""
+
+    def execute(self, command: str, arguments: dict[str, object] | None = None) -> dict[str, object]:
+        raise PlatformError(f"QMP: {command}: connection reset by peer")
+
+
+def test_a_qmp_reset_while_qemu_exits_is_reported_as_a_refused_state(tmp_path: Path) -> None:
+    files = CheckpointFiles(tmp_path / "cp")
+    log = tmp_path / "qemu.log"
+    log.write_text("qemu-system-x86_64: load of migration failed: Invalid argument\n")
+    exiting = subprocess.Popen(["sh", "-c", "sleep 0.3; exit 1"])
+    with pytest.raises(CheckpointError, match=r"could not load it and exited \(1\).*Invalid argument"):
+        checkpoint.receive(_BrokenQmp(), exiting, files, log, timeout=5)  # type: ignore[arg-type]
+
+
+def test_a_qmp_failure_of_a_qemu_that_lives_on_is_reported_as_such(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(checkpoint, "EXIT_GRACE", 0.2)
+    living = subprocess.Popen(["sleep", "30"])
+    try:
+        with pytest.raises(CheckpointError, match="loading it failed: QMP: migrate-incoming"):
+            files = CheckpointFiles(tmp_path / "cp")
+            checkpoint.receive(_BrokenQmp(), living, files, tmp_path / "log", timeout=5)  # type: ignore[arg-type]
+    finally:
+        living.kill()
+        living.wait()
