@@ -73,6 +73,15 @@ def scan(text: str, source: str, *, ignore: Iterable[str] = ()) -> list[ConsoleM
     return matches
 
 
+FATAL_AT_BOOT = frozenset({"kernel panic", "emergency shell", "Ignition failure"})
+"""What ends a boot for good: a machine whose console shows one never answers SSH, so waiting is pointless."""
+
+
+def fatal_boot_lines(text: str, source: str) -> list[ConsoleMatch]:
+    """The lines of `text` that say a boot has failed for good (FATAL_AT_BOOT), in order."""
+    return [m for m in scan(text, source) if m.description in FATAL_AT_BOOT]
+
+
 def describe(matches: list[ConsoleMatch], limit: int = 10) -> str:
     lines = [str(m) for m in matches[:limit]]
     if len(matches) > limit:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import paramiko
 
 from harness.acceleration import Timeouts
+from harness.consolecheck import describe, fatal_boot_lines
 from harness.errors import BootError, CommandError, RailyardError, SSHError, WaitTimeout
 from harness.forward import RemoteForward
 from harness.retry import poll
@@ -135,7 +136,14 @@ class GuestMachine:
         timeout = timeout if timeout is not None else self.timeouts.boot
         deadline = time.monotonic() + timeout
         ep = self.vm.ssh_endpoint
-        _, banner_socket = wait_for_banner_socket(ep.host, ep.port, timeout, alive=self.vm.is_running)
+        watch = FatalConsoleWatch(self) if self.vm.live_console else None
+
+        def alive() -> bool:
+            if watch is not None:
+                watch.check()
+            return self.vm.is_running()
+
+        _, banner_socket = wait_for_banner_socket(ep.host, ep.port, timeout, alive=alive)
         first: list[socket.socket] = [banner_socket]  # the first login reuses the banner's connection
 
         def connect() -> SSHConnection:
@@ -458,6 +466,32 @@ __all__ = ["CommandResult", "GuestMachine", "RailyardError"]
 RESTART_LINE = "reboot: Restarting system"
 SHUTDOWN_POLL = 0.2
 """Seconds between looks at the console while a rebooting machine shuts down (a file read on this host)."""
+
+
+class FatalConsoleWatch:
+    """Reads what a booting machine prints from the moment the wait began, and raises BootError with the
+    evidence as soon as the console shows the boot cannot succeed (a panic, an emergency shell, Ignition
+    failing): such a machine never answers SSH, and waiting out the boot timeout under TCG costs minutes."""
+
+    CONTEXT_LINES = 15
+
+    def __init__(self, machine: GuestMachine) -> None:
+        self.machine = machine
+        self.offset = len(machine.console_text())
+
+    def check(self) -> None:
+        """Raise BootError when the console printed a fatal line since the watch began."""
+        text = self.machine.console_text()[self.offset :]
+        fatal = fatal_boot_lines(text, "console")
+        if not fatal:
+            return
+        lines = text.splitlines()
+        last = max(i for i, line in enumerate(lines) if fatal[-1].line in line)
+        context = "\n".join(lines[max(0, last - self.CONTEXT_LINES) : last + 1])
+        raise BootError(
+            f"{self.machine.name}: the boot failed for good, its console shows:\n{describe(fatal)}\n"
+            f"--- console up to the last of those lines ---\n{context}"
+        )
 
 
 class PowerCycled(Exception):
