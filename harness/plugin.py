@@ -8,6 +8,7 @@ import sys
 import threading
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Literal
 
 import pytest
@@ -20,6 +21,7 @@ from harness.factory import MachineFactory, safe_name
 from harness.image_choice import ImageChoice
 from harness.machine import GuestMachine
 from harness.machine_options import kernel_args_refusal
+from harness.ordering import longest_modules_first, module_seconds, read_durations, save_durations
 from harness.registry import load_platform, platform_names
 from harness.run import Run
 from harness.shape import add_shape_options
@@ -117,6 +119,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="keep console, journal and Ignition artifacts of passing tests too",
     )
+    group.addoption(
+        "--save-durations",
+        dest="save_durations",
+        action="store_true",
+        help="after a run that passed, record how long each module took in its directory's durations.json "
+        "(runs start the longest modules first)",
+    )
     for name in platform_names():
         try:
             load_platform(name).add_options(group)
@@ -167,6 +176,8 @@ def pytest_configure(config: pytest.Config) -> None:
         # A worker parses the command line anew (`-n 2` alone means `load` there): it must still name its
         # items by group, or the controller's loadgroup scheduler sees every test as a group of its own.
         config.option.loadgroup = True
+    if config.getoption("save_durations", False) and workerinput is None:
+        config.pluginmanager.register(_DurationRecorder(config), "railyard-durations")
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(run), "railyard-xdist")
         # Tests sharing a module's machine must run in one worker: their parameters carry an xdist_group.
@@ -183,6 +194,23 @@ class _XdistHooks:
         node.workerinput["railyard_run_id"] = self.run.run_id
         node.workerinput["railyard_output_dir"] = str(self.run.output_dir)
         node.workerinput["railyard_loadgroup"] = self.run.config.getoption("dist", "no") == "loadgroup"
+
+
+class _DurationRecorder:
+    """Adds up what each module's tests took (setup, call, teardown) and saves it when the run passed."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.root = config.rootpath
+        self.reports: list[tuple[Path, float]] = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.reports.append(((self.root / report.location[0]).resolve(), report.duration))
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if exitstatus != 0 or not self.reports:
+            return
+        for path in save_durations(module_seconds(self.reports)):
+            log.info("module durations saved to %s", path)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -221,12 +249,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Name grouped items `nodeid@group` on xdist workers, as xdist's loadgroup expects.
+    """Start the longest modules first (harness.ordering); then name grouped items `nodeid@group` on xdist workers, as xdist's loadgroup expects.
 
     pytest-xdist (3.8) renames them by assigning `item._nodeid`, which pytest 9.2 no longer reads (a node's id
     is the structured `item._id`): without this, the controller sees no groups and spreads the tests of a
     module's shared machine over all workers, each booting its own.
     """
+    durations = {d: read_durations(d) for d in {item.path.parent for item in items}}
+    items[:] = longest_modules_first(items, {d: r for d, r in durations.items() if r})
     if getattr(config, "workerinput", None) is None or not config.getvalue("loadgroup"):
         return
     for item in items:
