@@ -44,6 +44,12 @@ PACKAGES: tuple[str, ...] = (
     "kmod",
     "zstd",
     "procps",
+    # Storage the suites provision with Ignition: partitions, file systems, swap, RAID.
+    "gdisk",
+    "xfsprogs",
+    "btrfs-progs",
+    "dosfstools",
+    "mdadm",
 )
 
 DPKG_OPTIONS: tuple[str, ...] = (

@@ -29,7 +29,13 @@ install() {
         "$systemdsystemunitdir/ignition-complete.target.requires/railyard-firstboot-checkpoint.service"
 
     inst_simple "$moddir/watchdog.conf" /etc/systemd/system.conf.d/railyard-watchdog.conf
+    inst_simple "$moddir/ignition-console.conf" \
+        "$systemdsystemunitdir/ignition-.service.d/railyard-console.conf"
     inst_simple "$moddir/networkd-firstboot.conf" \
         "$systemdsystemunitdir/systemd-networkd.service.d/railyard-firstboot.conf"
     inst_multiple mount umount rm sync mkdir rmdir grep cut cat date modprobe sleep
+    # Ignition creates RAID arrays with mdadm (its own module installs the other storage tools it finds).
+    # and waits for /dev/md/<name>, which mdadm's udev rules create.
+    inst_multiple -o mdadm
+    inst_rules 63-md-raid-arrays.rules
 }
