@@ -40,7 +40,11 @@ PATTERNS: tuple[ConsolePattern, ...] = (
         r"(Entering emergency mode|Started .*[Ee]mergency [Ss]hell|You are in emergency mode)",
     ),
     _p("dracut failure", r"dracut(-initqueue)?\[\d+\]: (FATAL|Warning: dracut-initqueue: timeout)"),
-    _p("Ignition failure", r"ignition\[\d+\]: .*(CRITICAL|failed to fetch config|Ignition failed)"),
+    _p(
+        "Ignition failure",
+        r"ignition\[\d+\]: .*(CRITICAL|failed to fetch config|Ignition failed)|^CRITICAL : Ignition failed"
+        r"|Failed to start ignition-\S+\.service",
+    ),
     _p("failed unit", r"Failed to start .+"),
     _p("failed dependency", r"Dependency failed for .+"),
     _p("systemd coredump", r"systemd-coredump\[\d+\]: Process \d+ .* dumped core"),

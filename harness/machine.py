@@ -6,6 +6,7 @@ Every wait has a timeout whose default scales with acceleration; nothing sleeps 
 from __future__ import annotations
 
 import logging
+import re
 import shlex
 import socket
 import threading
@@ -468,6 +469,10 @@ SHUTDOWN_POLL = 0.2
 """Seconds between looks at the console while a rebooting machine shuts down (a file read on this host)."""
 
 
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+"""Colours and cursor moves of systemd's status lines: noise in a report."""
+
+
 class FatalConsoleWatch:
     """Reads what a booting machine prints from the moment the wait began, and raises BootError with the
     evidence as soon as the console shows the boot cannot succeed (a panic, an emergency shell, Ignition
@@ -481,16 +486,16 @@ class FatalConsoleWatch:
 
     def check(self) -> None:
         """Raise BootError when the console printed a fatal line since the watch began."""
-        text = self.machine.console_text()[self.offset :]
+        text = ANSI_ESCAPE.sub("", self.machine.console_text()[self.offset :])
         fatal = fatal_boot_lines(text, "console")
         if not fatal:
             return
-        lines = text.splitlines()
-        last = max(i for i, line in enumerate(lines) if fatal[-1].line in line)
-        context = "\n".join(lines[max(0, last - self.CONTEXT_LINES) : last + 1])
+        lines = [line.rstrip() for line in text.splitlines() if line.strip()]
+        first = next(i for i, line in enumerate(lines) if fatal[0].line in line)
+        context = "\n".join(lines[max(0, first - self.CONTEXT_LINES) : first + 1])
         raise BootError(
             f"{self.machine.name}: the boot failed for good, its console shows:\n{describe(fatal)}\n"
-            f"--- console up to the last of those lines ---\n{context}"
+            f"--- console up to the first of those lines ---\n{context}"
         )
 
 

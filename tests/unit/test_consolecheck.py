@@ -27,6 +27,9 @@ def test_healthy_console_has_no_matches():
         ("systemd[1]: Failed to start foo.service - Foo.", "failed unit"),
         ("systemd[1]: Dependency failed for bar.service - Bar.", "failed dependency"),
         ("ignition[400]: CRITICAL : Ignition failed: failed to fetch config", "Ignition failure"),
+        ("[FAILED] Failed to start ignition-files.service - Ignition (files).", "Ignition failure"),
+        ("[FAILED] Failed to start ignition-f…es.service - Ignition (files).", "Ignition failure"),
+        ("CRITICAL : Ignition failed: failed to create files: user not found", "Ignition failure"),
     ],
 )
 def test_failures_are_found(line, description):

@@ -126,3 +126,16 @@ def test_the_watch_leaves_healthy_first_boot_lines_alone(guest: GuestMachine) ->
         guest.vm.print(line)
     with pytest.raises(WaitTimeout):
         guest.wait_for_ssh(timeout=1.0)
+
+
+def test_the_evidence_is_free_of_terminal_colours(guest: GuestMachine) -> None:
+    assert isinstance(guest.vm, SilentVM)
+    coloured = "[\x1b[0;32m  OK  \x1b[0m] Started \x1b[0;1;39memergency.service\x1b[0m - Emergency Shell."
+    timer = later(0.3, guest.vm, coloured)
+    try:
+        with pytest.raises(BootError) as failure:
+            guest.wait_for_ssh(timeout=120)
+    finally:
+        timer.cancel()
+    assert "Started emergency.service - Emergency Shell." in str(failure.value)
+    assert "\x1b" not in str(failure.value)
