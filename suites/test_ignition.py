@@ -17,6 +17,11 @@ ALICE_KEY = (
     + " alice@railyard"
 )
 
+# `openssl passwd -6 -salt railyard.salt railyard-pw`
+CAROL_HASH = (
+    "$6$railyard.salt$aqHO9uMqOlnPlAPfPbVdeQ0l/dmJ1MFt4amPQp8GLu8/i/godLrMquz0sjuJ.0TOlYiKE73J0TR38rB8a4GFA1"
+)
+
 CONFIG = (
     IgnitionConfig()
     .add_file("/etc/railyard/hello.txt", "hello from ignition\n", mode=0o640)
@@ -36,6 +41,40 @@ CONFIG = (
         dropins={"10-greeting.conf": "[Service]\nEnvironment=GREETING=from-dropin\n"},
     )
     .add_unit("railyard-masked.service", mask=True)
+    .add_unit(
+        "railyard-off.service",
+        contents=(
+            "[Unit]\nDescription=Installed but not enabled\n"
+            "[Service]\nType=oneshot\nExecStart=/bin/true\n"
+            "[Install]\nWantedBy=multi-user.target\n"
+        ),
+        enabled=False,
+    )
+    .add_file("/etc/hostname", "railyard-ignited\n")
+    .add_file("/etc/railyard/appended", "one\n")
+    .add_file("/etc/railyard/appended", "two\n", append=True)
+    .add_file("/etc/hosts", "10.9.8.7 railyard-peer\n", append=True)  # a file the image ships
+    .add_file("/var/lib/railyard/alice-owned", "mine\n", mode=0o600, user="alice", group="alice")
+    .add_link("/etc/railyard/hello-hard", "/etc/railyard/hello.txt", hard=True)
+    .merge(
+        {
+            "ignition": {"version": "3.3.0"},
+            "passwd": {
+                "groups": [{"name": "railyard-ops", "gid": 4321}],
+                "users": [
+                    {
+                        "name": "carol",
+                        "uid": 2345,
+                        "gecos": "Carol Railyard",
+                        "homeDir": "/var/lib/carol",
+                        "shell": "/bin/sh",
+                        "passwordHash": CAROL_HASH,
+                        "groups": ["railyard-ops"],
+                    }
+                ],
+            },
+        }
+    )
     .to_dict()
 )
 
@@ -55,6 +94,7 @@ pytestmark = [pytest.mark.ignition(CONFIG), pytest.mark.butane(BUTANE)]
 
 
 def test_file_contents_and_mode(module_machine):
+    """kola: coreos.ignition.resource.local"""
     assert module_machine.succeed("sudo cat /etc/railyard/hello.txt") == "hello from ignition\n"
     assert module_machine.succeed("stat -c %a /etc/railyard/hello.txt").strip() == "640"
 
@@ -70,6 +110,7 @@ def test_directory(module_machine):
 
 
 def test_link(module_machine):
+    """kola: cl.ignition.symlink"""
     assert module_machine.succeed("readlink /etc/railyard/hello-link").strip() == "/etc/railyard/hello.txt"
 
 
@@ -80,6 +121,7 @@ def test_user_and_key(module_machine):
 
 
 def test_unit_enabled_running_with_dropin(module_machine):
+    """kola: coreos.ignition.systemd.enable-service"""
     assert module_machine.succeed("systemctl is-enabled railyard-hello.service").strip() == "enabled"
     module_machine.wait_for_unit("railyard-hello.service")
     assert module_machine.succeed("cat /run/railyard-hello").strip() == "from-dropin"
@@ -91,3 +133,49 @@ def test_masked_unit(module_machine):
 
 def test_butane_config(module_machine):
     assert module_machine.succeed("cat /etc/railyard/from-butane.conf") == "made=by-butane\n"
+
+
+def test_hostname(module_machine):
+    """kola: coreos.ignition.sethostname"""
+    assert module_machine.succeed("hostname").strip() == "railyard-ignited"
+    assert module_machine.succeed("cat /etc/hostname").strip() == "railyard-ignited"
+
+
+def test_group_with_a_fixed_gid_and_its_member(module_machine):
+    """kola: coreos.ignition.groups"""
+    name, _, gid, members = module_machine.succeed("getent group railyard-ops").strip().split(":")
+    assert (name, gid) == ("railyard-ops", "4321")
+    assert "carol" in members.split(",")
+
+
+def test_user_with_uid_home_shell_and_password_hash(module_machine):
+    """kola: cl.ignition.v2.users"""
+    entry = module_machine.succeed("getent passwd carol").strip().split(":")
+    assert entry == ["carol", "x", "2345", entry[3], "Carol Railyard", "/var/lib/carol", "/bin/sh"], entry
+    assert module_machine.succeed("sudo stat -c %U:%F /var/lib/carol").strip() == "carol:directory"
+    shadow = module_machine.succeed("sudo getent shadow carol").strip().split(":")
+    assert shadow[1] == CAROL_HASH
+
+
+def test_file_append(module_machine):
+    assert module_machine.succeed("cat /etc/railyard/appended") == "one\ntwo\n"
+    hosts = module_machine.succeed("cat /etc/hosts")
+    assert hosts.endswith("10.9.8.7 railyard-peer\n")
+    assert "localhost" in hosts, "appending kept what the image's /etc/hosts had"
+    assert module_machine.succeed("getent hosts railyard-peer").split()[0] == "10.9.8.7"
+
+
+def test_file_owned_by_a_user_ignition_created(module_machine):
+    stat = module_machine.succeed("sudo stat -c %U:%G:%a /var/lib/railyard/alice-owned").strip()
+    assert stat == "alice:alice:600"
+
+
+def test_hard_link(module_machine):
+    inode, links = module_machine.succeed("stat -c '%i %h' /etc/railyard/hello.txt").split()
+    assert module_machine.succeed("stat -c %i /etc/railyard/hello-hard").strip() == inode
+    assert links == "2"
+
+
+def test_disabled_unit(module_machine):
+    assert module_machine.execute("systemctl is-enabled railyard-off.service").stdout.strip() == "disabled"
+    assert module_machine.execute("systemctl is-active railyard-off.service").stdout.strip() == "inactive"

@@ -1,4 +1,7 @@
-"""The default image: Ignition provisions it at first boot; A/B /usr with a trial boot and automatic fallback."""
+"""The default image: Ignition provisions it at first boot; a stopped machine's journal is read from its disk.
+
+Its A/B /usr (a trial boot of the other slot, the automatic fallback from a broken one) is shown by the update
+suite, for every channel, through the real update agent: `suites/test_update.py`."""
 
 from __future__ import annotations
 
@@ -51,24 +54,3 @@ def test_ignition_adds_user_with_key_and_writes_file(machine_factory, tester_key
     journal = read_journal(machine.vm.disk_path())
     assert marker in journal
     assert "Reached target multi-user.target" in journal or "Reached target Multi-User System" in journal
-
-
-def test_copy_of_usr_a_boots_from_usr_b_after_a_trial(machine):
-    assert machine.os.booted_slot() == "USR-A"
-    machine.succeed("sudo railyard-slot install --copy-booted", timeout=machine.timeouts.command * 4)
-    machine.reboot()
-    assert machine.os.booted_slot() == "USR-B"
-    assert machine.succeed("findmnt -n -o OPTIONS /usr").split(",")[0] == "ro"
-
-
-@pytest.mark.flags("no_console_check")  # the broken trial boot fails on purpose
-def test_broken_usr_b_falls_back_to_usr_a_by_itself(machine):
-    machine.succeed("truncate -s 64M /tmp/empty.ext4 && mkfs.ext4 -q -O ^has_journal /tmp/empty.ext4")
-    machine.succeed("sudo railyard-slot install /tmp/empty.ext4", timeout=machine.timeouts.command * 4)
-    # No test step touches the boot order after this: the trial boot of USR-B fails, the boot counter is
-    # spent, and the next boot takes USR-A again.
-    machine.reboot(timeout=machine.timeouts.reboot * 3)
-    assert machine.os.booted_slot() == "USR-A"
-    assert len(machine.boot_ids) == 2
-    status = machine.os.slot_status()
-    assert status.get("last_trial") == "failed", status

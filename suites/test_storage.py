@@ -1,0 +1,133 @@
+"""Ignition partitions an extra disk, makes ext4, xfs and btrfs file systems and a swap partition on it, and a
+RAID1 array over two more; fstab mounts them at every boot; a reboot neither reformats nor loses them.
+
+One machine with three blank disks serves the module (machines with extra disks boot cold). The tests only
+read, except the last, which reboots the machine and reads again.
+"""
+
+import pytest
+
+from harness.ignition import IgnitionConfig
+
+DATA = "/dev/disk/by-id/virtio-railyard-disk1"
+MIRROR = ("/dev/disk/by-id/virtio-railyard-disk2", "/dev/disk/by-id/virtio-railyard-disk3")
+PARTITIONS = {  # label -> size in MiB (xfs needs at least 300)
+    "RY-EXT4": 160,
+    "RY-XFS": 320,
+    "RY-BTRFS": 160,
+    "RY-SWAP": 64,
+}
+FILESYSTEMS = {  # mount point -> (device, format, label)
+    "/var/mnt/ext4": ("/dev/disk/by-partlabel/RY-EXT4", "ext4", "ry-ext4"),
+    "/var/mnt/xfs": ("/dev/disk/by-partlabel/RY-XFS", "xfs", "ry-xfs"),
+    "/var/mnt/btrfs": ("/dev/disk/by-partlabel/RY-BTRFS", "btrfs", "ry-btrfs"),
+    "/var/mnt/mirror": ("/dev/md/ry-mirror", "ext4", "ry-mirror"),
+}
+FSTAB = "".join(
+    f"LABEL={label} {path} {fmt} defaults,nofail 0 0\n" for path, (_, fmt, label) in FILESYSTEMS.items()
+)
+FSTAB += "PARTLABEL=RY-SWAP none swap defaults,nofail 0 0\n"
+SWAPFILE_UNIT = """[Unit]
+Description=A swap file on /var
+ConditionPathExists=!/var/swapfile
+Before=var-swapfile.swap
+[Service]
+Type=oneshot
+ExecStart=/bin/sh -c 'dd if=/dev/zero of=/var/swapfile bs=1M count=32 status=none && chmod 600 /var/swapfile && mkswap /var/swapfile'
+[Install]
+WantedBy=var-swapfile.swap
+"""
+SWAPFILE_SWAP = "[Swap]\nWhat=/var/swapfile\n[Install]\nWantedBy=swap.target\n"
+
+
+def _config() -> dict:
+    start = 0
+    partitions = []
+    for number, (label, size) in enumerate(PARTITIONS.items(), start=1):
+        partitions.append({"number": number, "label": label, "sizeMiB": size, "startMiB": start})
+        start = 0  # the rest follow each other
+    storage = {
+        "disks": [
+            {"device": DATA, "wipeTable": True, "partitions": partitions},
+        ],
+        "raid": [{"name": "ry-mirror", "level": "raid1", "devices": list(MIRROR)}],
+        "filesystems": [
+            {"device": device, "format": fmt, "label": label, "wipeFilesystem": True}
+            for device, fmt, label in FILESYSTEMS.values()
+        ]
+        + [
+            {
+                "device": "/dev/disk/by-partlabel/RY-SWAP",
+                "format": "swap",
+                "label": "ry-swap",
+                "wipeFilesystem": True,
+            }
+        ],
+        "directories": [{"path": path, "mode": 0o755} for path in FILESYSTEMS],
+    }
+    return (
+        IgnitionConfig()
+        .merge({"ignition": {"version": "3.3.0"}, "storage": storage})
+        .add_file("/etc/fstab", FSTAB, append=True)
+        .add_unit("railyard-swapfile.service", contents=SWAPFILE_UNIT, enabled=True)
+        .add_unit("var-swapfile.swap", contents=SWAPFILE_SWAP, enabled=True)
+        .to_dict()
+    )
+
+
+pytestmark = [
+    pytest.mark.disks(1024, 256, 256),
+    pytest.mark.ignition(_config()),
+    pytest.mark.distros("railyard"),
+]
+
+
+def test_partitions_on_an_extra_disk(module_machine):
+    """kola: coreos.ignition.mount.partitions"""
+    labels = module_machine.succeed(f"lsblk -n -o PARTLABEL {DATA}").split()
+    assert labels == list(PARTITIONS), labels
+    for label, size in PARTITIONS.items():
+        got = int(module_machine.succeed(f"lsblk -n -b -o SIZE /dev/disk/by-partlabel/{label}").strip())
+        assert got == size * 1024 * 1024, f"{label}: {got} bytes"
+
+
+@pytest.mark.parametrize("path", ["/var/mnt/ext4", "/var/mnt/xfs", "/var/mnt/btrfs"])
+def test_a_file_system_of_each_kind_is_mounted_from_fstab(module_machine, path):
+    """kola: cl.ignition.v2.ext4root, cl.ignition.v2.xfsroot, cl.ignition.v2.btrfsroot (here on a data disk)"""
+    _, fmt, label = FILESYSTEMS[path]
+    source, fstype, found_label = module_machine.succeed(f"findmnt -n -o SOURCE,FSTYPE,LABEL {path}").split()
+    assert (fstype, found_label) == (fmt, label), source
+    module_machine.succeed(
+        f'echo written | sudo tee {path}/probe && sudo sync && test "$(cat {path}/probe)" = written'
+    )
+
+
+def test_raid1_over_two_disks(module_machine):
+    """kola: cl.disk.raid1.data"""
+    array = module_machine.succeed("findmnt -n -o SOURCE /var/mnt/mirror").strip()
+    detail = module_machine.succeed(f"sudo mdadm --detail {array}")
+    assert "Raid Level : raid1" in detail, detail
+    assert "Active Devices : 2" in detail, detail
+    assert "State : clean" in detail, detail
+    assert "Name : ry-mirror" in detail or ":ry-mirror" in detail, detail
+
+
+def test_a_swap_partition_and_a_swap_file_are_active(module_machine):
+    """kola: cl.ignition.v2_1.swap, cl.swap_activation"""
+    module_machine.wait_until_succeeds("test $(swapon --show=NAME --noheadings | wc -l) -ge 2", timeout=60)
+    active = module_machine.succeed("swapon --show=NAME --noheadings").split()
+    partition = module_machine.succeed("readlink -f /dev/disk/by-partlabel/RY-SWAP").strip()
+    assert partition in active, active
+    assert "/var/swapfile" in active, active
+
+
+def test_a_reboot_neither_reformats_nor_unmounts(module_machine):
+    """kola: cl.ignition.v2_1.ext4checkexisting"""
+    before = {p: module_machine.succeed(f"findmnt -n -o UUID {p}").strip() for p in FILESYSTEMS}
+    module_machine.succeed(
+        "echo kept | sudo tee /var/mnt/ext4/kept /var/mnt/mirror/kept >/dev/null && sudo sync"
+    )
+    module_machine.reboot()
+    after = {p: module_machine.wait_until_succeeds(f"findmnt -n -o UUID {p}").strip() for p in FILESYSTEMS}
+    assert after == before
+    assert module_machine.succeed("cat /var/mnt/ext4/kept /var/mnt/mirror/kept") == "kept\nkept\n"
