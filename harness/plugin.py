@@ -18,6 +18,7 @@ from harness.consolecheck import describe, split_starvation
 from harness.distros import known_distros
 from harness.errors import ConfigError, ConsoleCheckError, WaitTimeout
 from harness.factory import MachineFactory, safe_name
+from harness.host_files import HostFiles
 from harness.image_choice import ImageChoice
 from harness.machine import GuestMachine
 from harness.machine_options import kernel_args_refusal
@@ -368,6 +369,21 @@ def machine(machine_factory: MachineFactory) -> GuestMachine:
 def cluster(machine_factory: MachineFactory) -> list[GuestMachine]:
     """`@pytest.mark.cluster(N)` machines booted together, on a private network (`m.private_address`)."""
     return machine_factory.create(machine_factory.req.cluster_size, private_network=True)
+
+
+@pytest.fixture(scope="session")
+def host_files(platform: Any) -> Generator[HostFiles, None, None]:
+    """Files served to the guests over HTTP from the host, reachable from their first boot on (remote Ignition
+    configs and sources): `host_files.add(name, data)` gives the guest's URL and Ignition's hash. Tests using it
+    need `@pytest.mark.requires("boot-host-services")`."""
+    address = platform.boot_host_address
+    if address is None:
+        raise ConfigError(
+            f"platform {platform.name} has no boot-host-services: its guests cannot reach the host"
+        )
+    files = HostFiles(address)
+    yield files
+    files.close()
 
 
 @pytest.fixture(scope="module")

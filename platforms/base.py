@@ -35,12 +35,22 @@ CAP_PRIVATE_NETWORK = "private-network"
 """Machines booted together share a network on which `GuestMachine.private_address` reaches each other."""
 CAP_HOST_SERVICES = "host-services"
 """A service the tests start on the host (the Omaha server) is reachable from the guest."""
+CAP_BOOT_HOST_SERVICES = "boot-host-services"
+"""A service on the host's 127.0.0.1 is reachable from the guest from its first boot on, Ignition in the
+initramfs included, at `Platform.boot_host_address` (remote Ignition configs and files)."""
 FIRSTBOOT_WAITING = "railyard: first-boot checkpoint: waiting before Ignition"
 """What the default image's initramfs prints when it waits for a first-boot checkpoint to be saved."""
 FIRMWARE_CHOICES = ("uefi", "bios")
 """The firmware a machine boots with (`MachineSpec.firmware`, `--firmware`)."""
 CAPABILITIES = frozenset(
-    {CAP_HARD_RESET, CAP_POWER_CYCLE, CAP_SNAPSHOT, CAP_PRIVATE_NETWORK, CAP_HOST_SERVICES}
+    {
+        CAP_HARD_RESET,
+        CAP_POWER_CYCLE,
+        CAP_SNAPSHOT,
+        CAP_PRIVATE_NETWORK,
+        CAP_HOST_SERVICES,
+        CAP_BOOT_HOST_SERVICES,
+    }
 )
 MIN_MEMORY_MIB = 128
 """The least guest memory a machine may have."""
@@ -355,6 +365,9 @@ class Platform(ABC):
     # Capabilities every machine of this platform has (see CAP_*), for @pytest.mark.requires: the one place
     # a platform says what its machines can do.
     machine_capabilities: ClassVar[frozenset[str]] = frozenset()
+    boot_host_address: ClassVar[str | None] = None
+    """Where a guest reaches the host's 127.0.0.1 from its first boot on (CAP_BOOT_HOST_SERVICES), e.g. QEMU's
+    user network's 10.0.2.2; None where it cannot."""
 
     # Machine options (OPTION_*, markers of the same names) this platform's machines honour.
     machine_options: ClassVar[frozenset[str]] = frozenset()

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 from harness.errors import BootError, ConfigError, ImageError, PlatformError
 from harness.qmp import QMPClient
 from platforms.base import (
+    CAP_BOOT_HOST_SERVICES,
     CAP_HARD_RESET,
     CAP_HOST_SERVICES,
     CAP_POWER_CYCLE,
@@ -216,8 +217,16 @@ class QemuPlatform(Platform):
     name: ClassVar[str] = "qemu"
     local: ClassVar[bool] = True
     machine_capabilities: ClassVar[frozenset[str]] = frozenset(
-        {CAP_HARD_RESET, CAP_POWER_CYCLE, CAP_SNAPSHOT, CAP_PRIVATE_NETWORK, CAP_HOST_SERVICES}
+        {
+            CAP_HARD_RESET,
+            CAP_POWER_CYCLE,
+            CAP_SNAPSHOT,
+            CAP_PRIVATE_NETWORK,
+            CAP_HOST_SERVICES,
+            CAP_BOOT_HOST_SERVICES,
+        }
     )
+    boot_host_address: ClassVar[str | None] = "10.0.2.2"  # the user network's gateway: the host's 127.0.0.1
     checkpoints: ClassVar[bool] = True
     machine_options: ClassVar[frozenset[str]] = MACHINE_OPTIONS
 

@@ -18,6 +18,7 @@ import pytest
 from harness.errors import PlatformError
 from harness.machine import GuestMachine
 from platforms.base import (
+    CAP_BOOT_HOST_SERVICES,
     CAP_HARD_RESET,
     CAP_HOST_SERVICES,
     CAP_POWER_CYCLE,
@@ -65,6 +66,14 @@ def check_host_services(target: ContractTarget, guest: GuestMachine) -> None:
         assert guest.succeed(FETCH.format(port=port)) == GREETING.decode()
 
 
+def check_boot_host_services(target: ContractTarget, guest: GuestMachine) -> None:
+    address = target.platform.boot_host_address
+    assert address, "a platform with boot-host-services says where its guests reach the host"
+    with host_service() as host_port:
+        fetch = FETCH.format(port=host_port).replace("127.0.0.1", address)
+        assert guest.succeed(fetch) == GREETING.decode()
+
+
 def check_private_network(target: ContractTarget, guest: GuestMachine) -> None:
     address = guest.private_address
     assert address, "a machine on a private network has a private address"
@@ -98,6 +107,7 @@ def check_snapshot(target: ContractTarget, guest: GuestMachine) -> None:
 
 CHECKS: dict[str, Callable[[ContractTarget, GuestMachine], None]] = {
     CAP_HOST_SERVICES: check_host_services,
+    CAP_BOOT_HOST_SERVICES: check_boot_host_services,
     CAP_PRIVATE_NETWORK: check_private_network,
     CAP_SNAPSHOT: check_snapshot,
     CAP_HARD_RESET: check_hard_reset,
