@@ -109,3 +109,9 @@ def test_world_writable_directories_are_sticky_and_files_are_not_writable(module
     files = module_machine.succeed("sudo find / /usr /var /etc -xdev -type f -perm -0002 -print").split()
     assert dirs == [], f"world-writable directories without the sticky bit: {dirs}"
     assert files == [], f"world-writable files: {files}"
+
+
+@pytest.mark.distros("railyard")  # Flatcar's is update-engine.service
+def test_the_update_agent_runs(module_machine):
+    """kola: cl.basic (ServicesActive: update-engine)"""
+    module_machine.wait_for_unit("railyard-update-agent.service")

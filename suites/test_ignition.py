@@ -56,6 +56,7 @@ CONFIG = (
     .add_file("/etc/hosts", "10.9.8.7 railyard-peer\n", append=True)  # a file the image ships
     .add_file("/var/lib/railyard/alice-owned", "mine\n", mode=0o600, user="alice", group="alice")
     .add_link("/etc/railyard/hello-hard", "/etc/railyard/hello.txt", hard=True)
+    .add_directory("/var/lib/railyard/alice-dir", mode=0o700, user="alice", group="alice")
     .merge(
         {
             "ignition": {"version": "3.3.0"},
@@ -179,3 +180,8 @@ def test_hard_link(module_machine):
 def test_disabled_unit(module_machine):
     assert module_machine.execute("systemctl is-enabled railyard-off.service").stdout.strip() == "disabled"
     assert module_machine.execute("systemctl is-active railyard-off.service").stdout.strip() == "inactive"
+
+
+def test_directory_owned_by_a_user_ignition_created(module_machine):
+    stat = module_machine.succeed("sudo stat -c %U:%G:%a:%F /var/lib/railyard/alice-dir").strip()
+    assert stat == "alice:alice:700:directory"

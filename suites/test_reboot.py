@@ -22,13 +22,20 @@ pytestmark = pytest.mark.ignition(
 class BeforeReboot:
     boot_id: str
     journal_marker: str
+    machine_id: str
+    host_key: str
 
 
 @pytest.fixture(scope="module")
 def rebooted(module_machine):
     """The module's machine, changed and then rebooted once; what it was before."""
     m = module_machine
-    before = BeforeReboot(boot_id=m.boot_id(), journal_marker=f"railyard-before-reboot-{uuid.uuid4().hex}")
+    before = BeforeReboot(
+        boot_id=m.boot_id(),
+        journal_marker=f"railyard-before-reboot-{uuid.uuid4().hex}",
+        machine_id=m.succeed("cat /etc/machine-id").strip(),
+        host_key=m.succeed("cat /etc/ssh/ssh_host_ed25519_key.pub").split()[1],
+    )
     m.succeed("echo changed | sudo tee /etc/railyard/provisioned")
     m.succeed("sudo rm /etc/railyard/delete-me")
     m.succeed("echo kept | sudo tee /var/lib/railyard-state")
@@ -68,3 +75,9 @@ def test_the_system_is_running_after_a_reboot(module_machine, rebooted):
     state = module_machine.execute("systemctl is-system-running --wait").stdout.strip()
     failed = module_machine.succeed("systemctl list-units --failed --no-legend --plain --no-pager").strip()
     assert state == "running", f"{state}; failed units:\n{failed}"
+
+
+def test_the_machine_id_and_host_key_are_kept(module_machine, rebooted):
+    """The identity made at first boot is committed to disk, not made anew at every boot."""
+    assert module_machine.succeed("cat /etc/machine-id").strip() == rebooted.machine_id
+    assert module_machine.succeed("cat /etc/ssh/ssh_host_ed25519_key.pub").split()[1] == rebooted.host_key
