@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.console_tail import StampedLine
+from harness.consolecheck import strip_terminal_codes
 
 SHUTDOWN = "shutdown"
 FIRMWARE = "firmware + boot loader"
@@ -36,7 +37,6 @@ RESTART_LINE = "reboot: Restarting system"
 LOADER_HANDOFF = "BdsDxe: starting Boot"
 IGNITION_UNIT = re.compile(r"^ignition-[\w-]+\.service$")
 
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(min|ms|us|µs|h|s)(?![a-z])")
 _UNIT_SECONDS = {"h": 3600.0, "min": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6}
 _DURATION = r"(?:\d+(?:\.\d+)?(?:min|ms|us|µs|h|s)\s*)+"
@@ -48,7 +48,7 @@ _CHAIN = re.compile(rf"(\S+)\s+@({_DURATION})(?:\s*\+({_DURATION}))?\s*$")
 
 def plain(text: str) -> str:
     """A console line without terminal escape sequences (systemd's colours, the firmware's cursor moves)."""
-    return _ANSI.sub("", text).strip()
+    return strip_terminal_codes(text).strip()
 
 
 def parse_duration(text: str) -> float:

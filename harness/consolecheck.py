@@ -62,6 +62,14 @@ class ConsoleMatch:
         return f"{self.source}: {self.description}: {self.line}"
 
 
+TERMINAL_CODES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]")
+"""Colours, cursor moves and charset switches in what a console printed (systemd's status lines)."""
+
+
+def strip_terminal_codes(text: str) -> str:
+    return TERMINAL_CODES.sub("", text)
+
+
 def scan(text: str, source: str, *, ignore: Iterable[str] = ()) -> list[ConsoleMatch]:
     """Every line of `text` that matches a failure pattern, unless it matches one of `ignore` (regexes)."""
     ignored = [re.compile(p) for p in ignore]

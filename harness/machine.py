@@ -6,7 +6,6 @@ Every wait has a timeout whose default scales with acceleration; nothing sleeps 
 from __future__ import annotations
 
 import logging
-import re
 import shlex
 import socket
 import threading
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import paramiko
 
 from harness.acceleration import Timeouts
-from harness.consolecheck import describe, fatal_boot_lines
+from harness.consolecheck import describe, fatal_boot_lines, strip_terminal_codes
 from harness.errors import BootError, CommandError, RailyardError, SSHError, WaitTimeout
 from harness.forward import RemoteForward
 from harness.retry import poll
@@ -469,10 +468,6 @@ SHUTDOWN_POLL = 0.2
 """Seconds between looks at the console while a rebooting machine shuts down (a file read on this host)."""
 
 
-ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-"""Colours and cursor moves of systemd's status lines: noise in a report."""
-
-
 class FatalConsoleWatch:
     """Reads what a booting machine prints from the moment the wait began, and raises BootError with the
     evidence as soon as the console shows the boot cannot succeed (a panic, an emergency shell, Ignition
@@ -486,7 +481,7 @@ class FatalConsoleWatch:
 
     def check(self) -> None:
         """Raise BootError when the console printed a fatal line since the watch began."""
-        text = ANSI_ESCAPE.sub("", self.machine.console_text()[self.offset :])
+        text = strip_terminal_codes(self.machine.console_text()[self.offset :])
         fatal = fatal_boot_lines(text, "console")
         if not fatal:
             return
