@@ -41,11 +41,10 @@ SWAPFILE_SWAP = "[Swap]\nWhat=/var/swapfile\n[Install]\nWantedBy=swap.target\n"
 
 
 def _config() -> dict:
-    start = 0
-    partitions = []
-    for number, (label, size) in enumerate(PARTITIONS.items(), start=1):
-        partitions.append({"number": number, "label": label, "sizeMiB": size, "startMiB": start})
-        start = 0  # the rest follow each other
+    partitions = [
+        {"number": number, "label": label, "sizeMiB": size, "startMiB": 0}  # 0: right after the previous one
+        for number, (label, size) in enumerate(PARTITIONS.items(), start=1)
+    ]
     storage = {
         "disks": [
             {"device": DATA, "wipeTable": True, "partitions": partitions},
