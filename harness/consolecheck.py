@@ -47,6 +47,9 @@ PATTERNS: tuple[ConsolePattern, ...] = (
     ),
     _p("failed unit", r"Failed to start .+"),
     _p("failed dependency", r"Dependency failed for .+"),
+    # systemd breaks an ordering cycle by dropping a job, which one depending on load order: a unit that
+    # starts at one boot and not at the next.
+    _p("systemd ordering cycle", r"Found ordering cycle on "),
     _p("systemd coredump", r"systemd-coredump\[\d+\]: Process \d+ .* dumped core"),
 )
 

@@ -7,6 +7,7 @@ read, except the last, which reboots the machine and reads again.
 
 import pytest
 
+from harness.errors import WaitTimeout
 from harness.ignition import IgnitionConfig
 
 DATA = "/dev/disk/by-id/virtio-railyard-disk1"
@@ -27,10 +28,16 @@ FSTAB = "".join(
     f"LABEL={label} {path} {fmt} defaults,nofail 0 0\n" for path, (_, fmt, label) in FILESYSTEMS.items()
 )
 FSTAB += "PARTLABEL=RY-SWAP none swap defaults,nofail 0 0\n"
+# Ordered before swap.target, which sysinit.target pulls in: with the default dependencies (After=sysinit.target)
+# the unit would close an ordering cycle, and systemd breaks a cycle by dropping one of its jobs, which one
+# depending on the order it loaded the units in.
 SWAPFILE_UNIT = """[Unit]
 Description=A swap file on /var
+DefaultDependencies=no
+RequiresMountsFor=/var
 ConditionPathExists=!/var/swapfile
-Before=var-swapfile.swap
+Before=var-swapfile.swap shutdown.target
+Conflicts=shutdown.target
 [Service]
 Type=oneshot
 ExecStart=/bin/sh -c 'dd if=/dev/zero of=/var/swapfile bs=1M count=32 status=none && chmod 600 /var/swapfile && mkswap /var/swapfile'
@@ -113,7 +120,17 @@ def test_raid1_over_two_disks(module_machine):
 
 def test_a_swap_partition_and_a_swap_file_are_active(module_machine):
     """kola: cl.ignition.v2_1.swap, cl.swap_activation"""
-    module_machine.wait_until_succeeds("test $(swapon --show=NAME --noheadings | wc -l) -ge 2", timeout=60)
+    cycles = module_machine.succeed("sudo journalctl -b -o cat | grep -i 'ordering cycle' || true")
+    assert not cycles, cycles
+    try:  # a swap on a nofail device may come up after sshd
+        module_machine.wait_until_succeeds(
+            "test $(swapon --show=NAME --noheadings | wc -l) -ge 2", timeout=60
+        )
+    except WaitTimeout:
+        units = module_machine.succeed(
+            "systemctl list-units --all --no-pager --plain 'railyard-swap*' '*.swap'"
+        )
+        pytest.fail(f"fewer than two swaps are active:\n{units}")
     active = module_machine.succeed("swapon --show=NAME --noheadings").split()
     partition = module_machine.succeed("readlink -f /dev/disk/by-partlabel/RY-SWAP").strip()
     assert partition in active, active

@@ -26,6 +26,7 @@ def test_healthy_console_has_no_matches():
         ("You are in emergency mode. After logging in, type", "emergency shell"),
         ("systemd[1]: Failed to start foo.service - Foo.", "failed unit"),
         ("systemd[1]: Dependency failed for bar.service - Bar.", "failed dependency"),
+        ("systemd[1]: sysinit.target: Found ordering cycle on swap.target/start", "systemd ordering cycle"),
         ("ignition[400]: CRITICAL : Ignition failed: failed to fetch config", "Ignition failure"),
         ("[FAILED] Failed to start ignition-files.service - Ignition (files).", "Ignition failure"),
         ("[FAILED] Failed to start ignition-f…es.service - Ignition (files).", "Ignition failure"),
