@@ -6,7 +6,7 @@ cd "$(dirname "$0")"
 
 packages=(
   qemu-system-x86 qemu-utils ovmf              # machines
-  mmdebstrap dosfstools mtools fdisk e2fsprogs zstd  # the default image builder
+  mmdebstrap dosfstools mtools fdisk e2fsprogs zstd xz-utils  # the default image builder (xz: tests)
   ignition                                     # ignition-validate
   libvirt-daemon-system libvirt-clients libvirt-dev pkg-config  # --platform=libvirt (libvirt-python builds here)
   python3-venv python3-dev gcc                 # the virtualenv

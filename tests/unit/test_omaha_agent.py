@@ -1,6 +1,5 @@
 """The default image's update agent, run on the host against the real Omaha server and a fake slot tool."""
 
-import gzip
 import hashlib
 import json
 import os
@@ -53,7 +52,9 @@ FAKE_SLOT_TOOL = textwrap.dedent(
     elif command == "install":
         if (home / "fail-install").exists():
             sys.exit("railyard-slot: writing USR-B failed")
-        digest = hashlib.sha256(pathlib.Path(sys.argv[2]).read_bytes()).hexdigest()
+        source = sys.argv[2]
+        data = sys.stdin.buffer.read() if source == "-" else pathlib.Path(source).read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
         (home / "installed.txt").write_text(digest)
         print("railyard-slot: installed into USR-B; the next boot tries it once")
     elif command in ("mark-good", "rollback"):
@@ -342,12 +343,13 @@ def test_partial_download_of_another_payload_is_discarded(guest, server, payload
     assert [d.range_header for d in server.downloads if not d.path.endswith(".sig")] == [None]
 
 
-def test_compressed_payload_is_unpacked_before_install(guest, server, payload, keys, tmp_path):
-    packed = tmp_path / "usr.img.gz"
-    packed.write_bytes(gzip.compress(payload.read_bytes()))
+@pytest.mark.parametrize("packer", ["gzip", "xz", "zstd"])
+def test_compressed_payload_is_streamed_into_the_slot_tool(guest, server, payload, keys, tmp_path, packer):
+    packed = tmp_path / "usr.img.packed"
+    packed.write_bytes(subprocess.run([packer, "-c", str(payload)], capture_output=True, check=True).stdout)
     publish(server, packed, keys)
     assert guest.agent.check() == "updated"
-    assert guest.calls("install") == [f"install {guest.root}/state/payload.img"]
+    assert guest.calls("install") == ["install -"]  # no unpacked copy in the state directory
     assert guest.installed_sha256() == hashlib.sha256(payload.read_bytes()).hexdigest()
     assert guest.downloads_left() == []
 

@@ -1,5 +1,6 @@
 """One offered payload, from download to install: fetched into the state directory (resuming a partial
-file), checked (size, SHA-1, SHA-256, OpenSSH signature), unpacked and handed to `railyard-slot install`."""
+file) and hashed as it arrives, checked (size, SHA-1, SHA-256, OpenSSH signature), then decompressed
+straight into `railyard-slot install -` (no unpacked copy on the root file system)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import http.client
 import json
 import lzma
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import IO
 
 from .config import CHUNK, HTTP_TIMEOUT, AgentConfig, AgentPaths, log
 from .protocol import (
@@ -34,12 +37,40 @@ SIGNER_IDENTITY = "railyard-update"
 MAX_SIGNATURE_BYTES = 64 * 1024
 
 
+class Digests:
+    """The SHA-1 and SHA-256 of a payload, taken while it is written (one pass over the bytes, not two)."""
+
+    def __init__(self) -> None:
+        self.sha1 = hashlib.sha1()
+        self.sha256 = hashlib.sha256()
+
+    def reset(self) -> None:
+        self.sha1 = hashlib.sha1()
+        self.sha256 = hashlib.sha256()
+
+    def update(self, chunk: bytes) -> None:
+        self.sha1.update(chunk)
+        self.sha256.update(chunk)
+
+    @classmethod
+    def of_file(cls, path: Path, length: int | None = None) -> Digests:
+        """The digests of the first `length` bytes of `path` (all of it if None)."""
+        digests = cls()
+        left = path.stat().st_size if length is None else length
+        with path.open("rb") as data:
+            while left > 0 and (chunk := data.read(min(CHUNK, left))):
+                digests.update(chunk)
+                left -= len(chunk)
+        return digests
+
+
 class Installer:
     """Download, verify and install for one agent; the partial download survives for a resume."""
 
     def __init__(self, paths: AgentPaths, status: StatusFile) -> None:
         self.paths = paths
         self.status = status
+        self._digests: Digests | None = None  # of the complete download, when this process fetched it
 
     @property
     def _partial(self) -> Path:
@@ -69,19 +100,23 @@ class Installer:
         if have > offer.size:
             self._partial.unlink()
             have = 0
+        self._digests = None
         if have < offer.size:
             self.status.set(CURRENT_OP=STATUS_DOWNLOADING)
+            digests = Digests.of_file(self._partial, have) if have else Digests()
             try:
-                self._fetch(offer, have)
+                self._fetch(offer, have, digests)
             except urllib.error.HTTPError as exc:
                 if exc.code == 416 and have:
                     log.warning("the server refused to resume at byte %d; starting over", have)
                     self._partial.unlink()
-                    self._fetch(offer, 0)
+                    digests = Digests()
+                    self._fetch(offer, 0, digests)
                 else:
                     raise UpdateFailure(
                         ERROR_DOWNLOAD_TRANSFER, f"downloading {offer.url} failed: {exc}"
                     ) from exc
+            self._digests = digests
         got = self._partial.stat().st_size
         if got != offer.size:
             raise UpdateFailure(
@@ -90,7 +125,8 @@ class Installer:
             )
         return self._partial
 
-    def _fetch(self, offer: Offer, have: int) -> None:
+    def _fetch(self, offer: Offer, have: int, digests: Digests) -> None:
+        """Append the rest of the payload to the partial file, feeding `digests` (which cover `have`)."""
         headers = {"Range": f"bytes={have}-"} if have else {}
         if have:
             log.info("resuming the download of %s at byte %d", offer.name, have)
@@ -102,6 +138,7 @@ class Installer:
                         "the server ignored the range request; downloading %s from the start", offer.name
                     )
                     have = 0
+                    digests.reset()
                 elif have and answer.status == 206:
                     content_range = answer.headers.get("Content-Range", "")
                     if not content_range.startswith(f"bytes {have}-"):
@@ -124,6 +161,7 @@ class Installer:
                                 f"the payload is larger than the {offer.size} bytes offered",
                             )
                         out.write(chunk)
+                        digests.update(chunk)
                         if time.monotonic() - last_note > 2 or out.position == offer.size:
                             last_note = time.monotonic()
                             self.status.set(PROGRESS=f"{out.position / offer.size:.4f}")
@@ -139,12 +177,8 @@ class Installer:
 
     def verify(self, config: AgentConfig, offer: Offer, payload: Path) -> None:
         """Size, SHA-1, SHA-256 and signature, before anything is written to a slot."""
-        sha1 = hashlib.sha1()
-        sha256 = hashlib.sha256()
-        with payload.open("rb") as data:
-            while chunk := data.read(CHUNK):
-                sha1.update(chunk)
-                sha256.update(chunk)
+        digests = self._digests if self._digests is not None else Digests.of_file(payload)
+        sha1, sha256 = digests.sha1, digests.sha256
         got256 = base64.b64encode(sha256.digest()).decode()
         if got256 != offer.sha256_b64:
             raise UpdateFailure(
@@ -215,35 +249,60 @@ class Installer:
         log.info("payload signature good: %s", result.stdout.strip() or result.stderr.strip())
 
     def install(self, payload: Path) -> None:
-        image = self.unpack(payload)
-        log.info("installing %s with %s", image, " ".join(self.paths.slot_tool))
-        result = subprocess.run(
-            [*self.paths.slot_tool, "install", str(image)], capture_output=True, text=True, check=False
+        """Hand the verified payload to `railyard-slot install`: a raw image by its path; a compressed one
+        decompressed into the tool's standard input, so the image is written once, to the slot."""
+        kind = compression(payload)
+        command = [*self.paths.slot_tool, "install", "-" if kind else str(payload)]
+        log.info(
+            "installing %s%s with %s", payload, f" ({kind})" if kind else "", " ".join(self.paths.slot_tool)
         )
-        if result.stdout.strip():
-            log.info("%s", result.stdout.strip())
-        if result.returncode != 0:
-            raise UpdateFailure(ERROR_INSTALL, f"railyard-slot install failed: {result.stderr.strip()}")
+        unpack_error: BaseException | None = None
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            slot = subprocess.Popen(
+                command, stdin=subprocess.PIPE if kind else subprocess.DEVNULL, stdout=out, stderr=err
+            )
+            try:
+                if slot.stdin is not None:
+                    with slot.stdin:
+                        decompress_into(payload, kind, slot.stdin)
+            except (OSError, EOFError, lzma.LZMAError, subprocess.CalledProcessError) as exc:
+                unpack_error = exc
+            finally:
+                code = slot.wait()
+            out.seek(0)
+            err.seek(0)
+            stdout = out.read().decode(errors="replace").strip()
+            stderr = err.read().decode(errors="replace").strip()
+        if stdout:
+            log.info("%s", stdout)
+        if code != 0:  # the tool's own reason first: a broken pipe only says that it stopped reading
+            raise UpdateFailure(ERROR_INSTALL, f"railyard-slot install failed: {stderr}")
+        if unpack_error is not None:
+            raise UpdateFailure(ERROR_INSTALL, f"cannot unpack the payload: {unpack_error}")
 
-    def unpack(self, payload: Path) -> Path:
-        """The slot image in a verified payload: the payload itself, or its gzip/xz/zstd contents."""
-        with payload.open("rb") as data:
-            magic = data.read(6)
-        target = self.paths.state_dir / "payload.img"
-        try:
-            if magic[:2] == b"\x1f\x8b" or magic == b"\xfd7zXZ\x00":
-                opener = gzip.open if magic[:2] == b"\x1f\x8b" else lzma.open
-                with opener(payload, "rb") as src, SparseWriter(target, 0) as dst:
-                    while chunk := src.read(CHUNK):
-                        dst.write(chunk)
-            elif magic[:4] == b"\x28\xb5\x2f\xfd":
-                subprocess.run(["zstd", "-q", "-d", "-f", "-o", str(target), str(payload)], check=True)
-            else:
-                return payload
-        except (OSError, EOFError, lzma.LZMAError, subprocess.CalledProcessError) as exc:
-            raise UpdateFailure(ERROR_INSTALL, f"cannot unpack the payload: {exc}") from exc
-        payload.unlink()
-        return target
+
+def compression(payload: Path) -> str | None:
+    """ "gzip", "xz" or "zstd" from the payload's magic bytes; None for a raw image."""
+    with payload.open("rb") as data:
+        magic = data.read(6)
+    if magic[:2] == b"\x1f\x8b":
+        return "gzip"
+    if magic == b"\xfd7zXZ\x00":
+        return "xz"
+    if magic[:4] == b"\x28\xb5\x2f\xfd":
+        return "zstd"
+    return None
+
+
+def decompress_into(payload: Path, kind: str | None, sink: IO[bytes]) -> None:
+    """Write the decompressed payload to `sink`; zstd by the zstd program (faster than any Python loop)."""
+    if kind == "zstd":
+        subprocess.run(["zstd", "-q", "-d", "-c", str(payload)], stdout=sink, check=True)
+        return
+    opener = gzip.open if kind == "gzip" else lzma.open
+    with opener(payload, "rb") as source:
+        while chunk := source.read(CHUNK):
+            sink.write(chunk)
 
 
 def allowed_signers(key_text: str) -> str:

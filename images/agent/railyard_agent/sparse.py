@@ -1,4 +1,4 @@
-"""The writer of downloads and unpacked images: files with holes where the data is zero."""
+"""The writer of downloads: files with holes where the data is zero."""
 
 from __future__ import annotations
 
