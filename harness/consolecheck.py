@@ -42,7 +42,10 @@ PATTERNS: tuple[ConsolePattern, ...] = (
     _p("dracut failure", r"dracut(-initqueue)?\[\d+\]: (FATAL|Warning: dracut-initqueue: timeout)"),
     _p(
         "Ignition failure",
-        r"ignition\[\d+\]: .*(CRITICAL|failed to fetch config|Ignition failed)|^CRITICAL : Ignition failed"
+        # fetch-offline's "failed to fetch config: resource requires networking" is how Ignition asks for the
+        # network (its fetch stage then runs): not a failure.
+        r"ignition\[\d+\]: .*(CRITICAL|failed to fetch config(?!: resource requires networking)|Ignition failed)"
+        r"|^CRITICAL : Ignition failed"
         r"|Failed to start ignition-\S+\.service",
     ),
     _p("failed unit", r"Failed to start .+"),

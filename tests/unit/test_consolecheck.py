@@ -39,6 +39,13 @@ def test_failures_are_found(line, description):
     assert matches[0].line == line.strip()
 
 
+def test_ignition_asking_for_the_network_is_not_a_failure():
+    line = "ignition[265]: failed to fetch config: resource requires networking\n"
+    assert scan(HEALTHY + line, "journal") == []
+    broken = "ignition[265]: failed to fetch config: GET http://10.0.2.2:1/x: connection refused\n"
+    assert [m.description for m in scan(broken, "journal")] == ["Ignition failure"]
+
+
 def test_ignore_patterns():
     text = "systemd[1]: Failed to start expected-to-fail.service\n"
     assert scan(text, "journal", ignore=[r"expected-to-fail"]) == []
