@@ -34,8 +34,11 @@ log = logging.getLogger(__name__)
 RUN_KEY = pytest.StashKey[Run]()
 REPORTS_KEY = pytest.StashKey[dict[str, pytest.TestReport]]()
 FACTORIES_KEY = pytest.StashKey[list[MachineFactory]]()
+MODULE_MACHINE_FIXTURES = frozenset({"module_machine", "module_cluster"})
+"""Fixtures of machines a module's tests share: the tests of one channel run in one xdist worker."""
 MACHINE_FIXTURES = frozenset(
-    {"machine", "module_machine", "cluster", "machine_factory", "railyard_target", "railyard_module_target"}
+    {"machine", "cluster", "machine_factory", "railyard_target", "railyard_module_target"}
+    | MODULE_MACHINE_FIXTURES
 )
 
 
@@ -236,7 +239,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     req = _requirements(metafunc.definition)
     channels = channels_for(req, run.run_channels, run.default_channel, run.any_channel)
     # Tests sharing a module's machine are grouped per channel by a module-scoped parameter.
-    argname = "railyard_module_target" if "module_machine" in metafunc.fixturenames else "railyard_target"
+    shared = MODULE_MACHINE_FIXTURES & set(metafunc.fixturenames)
+    argname = "railyard_module_target" if shared else "railyard_target"
     scope: Literal["module", "function"] = "module" if argname == "railyard_module_target" else "function"
     module = metafunc.definition.nodeid.split("::")[0]
     params = []
@@ -399,6 +403,20 @@ def module_machine(
         yield factory.create(1)[0]
 
 
+@pytest.fixture(scope="module")
+def module_cluster(
+    request: pytest.FixtureRequest, railyard_run: Run, railyard_module_target: tuple[Target, ImageChoice]
+) -> Generator[list[GuestMachine], None, None]:
+    """`@pytest.mark.cluster(N)` machines on a private network, booted together and shared by the tests of a
+    module that only read (markers come from the module)."""
+    image = railyard_module_target[1]
+    failures: list[bool] = []
+    request.node.stash[_MODULE_FAILURES] = failures
+    with _factory(request, railyard_run, image, request.node, lambda: any(failures)) as factory:
+        request.node.stash[_MODULE_FACTORY] = factory
+        yield factory.create(factory.req.cluster_size, private_network=True)
+
+
 _MODULE_FAILURES = pytest.StashKey[list[bool]]()
 _MODULE_FACTORY = pytest.StashKey[MachineFactory]()
 
@@ -431,7 +449,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
         result = yield
     factories = [*item.stash.get(FACTORIES_KEY, [])]
     module_factory = item.parent.stash.get(_MODULE_FACTORY, None) if item.parent else None
-    if module_factory is not None and "module_machine" in getattr(item, "fixturenames", ()):
+    if module_factory is not None and MODULE_MACHINE_FIXTURES & set(getattr(item, "fixturenames", ())):
         factories.append(module_factory)
     notes = []
     for guest in (m for f in factories for m in f.machines):

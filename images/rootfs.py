@@ -44,6 +44,7 @@ PACKAGES: tuple[str, ...] = (
     "kmod",
     "zstd",
     "procps",
+    "iputils-ping",  # ping: the network suites' reachability and MTU checks (as root: raw sockets)
     # Storage the suites provision with Ignition: partitions, file systems, swap, RAID.
     "gdisk",
     "xfsprogs",
