@@ -23,7 +23,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 OVERLAY_DIR = PACKAGE_DIR / "overlay"
 DRACUT_DIR = PACKAGE_DIR / "dracut"
 AGENT_DIR = PACKAGE_DIR / "agent"
-TREE_RECIPE_VERSION = "1"
+TREE_RECIPE_VERSION = "2"
 
 # Where the image keeps its own dracut inputs inside /usr (so a guest can rebuild its initrd).
 DRACUT_CONF_IN_USR = "lib/railyard/dracut.conf"
@@ -308,6 +308,9 @@ def os_release(channel: str, version: str, build_key: str, debian_version: str) 
         f'PRETTY_NAME="Railyard {version} ({channel})"\n'
         f'VERSION="{version} ({channel})"\n'
         f"VERSION_ID={version}\n"
+        # The API level system extensions are built against (as Flatcar's): an extension with this
+        # SYSEXT_LEVEL merges into every version, not only into the VERSION_ID it names.
+        "SYSEXT_LEVEL=1.0\n"
         f"BUILD_ID={build_key}\n"
         f"RAILYARD_CHANNEL={channel}\n"
         f"RAILYARD_DEBIAN_VERSION={debian_version}\n"
