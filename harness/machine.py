@@ -8,22 +8,29 @@ from __future__ import annotations
 import logging
 import shlex
 import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import paramiko
 
 from harness.acceleration import Timeouts
-from harness.consolecheck import describe, fatal_boot_lines, strip_terminal_codes
-from harness.errors import BootError, CommandError, RailyardError, SSHError, WaitTimeout
+from harness.errors import BootError, CommandError, RailyardError, WaitTimeout
+from harness.fatal_console import FatalConsoleWatch
 from harness.forward import RemoteForward
+from harness.machine_steps import step
+from harness.restarts import (
+    RESTART_LINE,
+    SHUTDOWN_POLL,
+    PowerCycled,
+    RestartGuard,
+    wait_for_new_boot,
+    wait_for_restart_line,
+)
 from harness.retry import poll
 from harness.ssh import CommandResult, SSHConnection, wait_for_banner_socket
-from platforms.base import CAP_HARD_RESET, CAP_POWER_CYCLE
 
 if TYPE_CHECKING:
     from harness.distros.base import Distro
@@ -32,33 +39,6 @@ if TYPE_CHECKING:
     from platforms.base import Machine
 
 log = logging.getLogger(__name__)
-
-_depth = threading.local()
-
-
-@contextmanager
-def step(machine: str, what: str) -> Iterator[None]:
-    """Log one call of the machine API as a timed step, nested under the call that made it:
-
-        m1: reboot
-          m1: succeed 'cat /proc/sys/kernel/random/boot_id' (0.2 s)
-        m1: reboot (48.1 s)
-
-    Visible with `-o log_cli=true --log-cli-level=INFO`, and in a failing test's captured log.
-    """
-    depth = getattr(_depth, "value", 0)
-    indent = "  " * depth
-    started = time.monotonic()
-    _depth.value = depth + 1
-    try:
-        yield
-    except BaseException as exc:
-        log.info("%s%s: %s failed after %.1f s: %s", indent, machine, what, time.monotonic() - started,
-                 type(exc).__name__)  # fmt: skip
-        raise
-    finally:
-        _depth.value = depth
-    log.info("%s%s: %s (%.1f s)", indent, machine, what, time.monotonic() - started)
 
 
 def _quoted(command: str, limit: int = 120) -> str:
@@ -347,19 +327,9 @@ class GuestMachine:
             self._await_new_boot(old, max(timeout - (time.monotonic() - started), 1.0))
 
     def _await_shutdown(self, mark: int, timeout: float) -> None:
-        """Where the console is live, wait for the kernel's restart line (console text after `mark`) before
-        looking for the new boot: until then the old boot's sshd may still accept a login, and a session
-        opened while the old system goes down hangs until its connection times out. A shutdown that shows
-        no restart line within half the reboot's time (or `timeouts.restart`) is left to the new-boot wait."""
-        if not self.vm.live_console:
-            return
-        self.close()
-        deadline = time.monotonic() + min(timeout / 2, self.timeouts.restart)
-        while self.vm.is_running() and RESTART_LINE not in self.console_text()[mark:]:
-            if time.monotonic() >= deadline:
-                log.warning("%s: no restart line on the console after the reboot request", self.name)
-                return
-            time.sleep(SHUTDOWN_POLL)
+        """Where the console is live, wait for the restart line of this reboot's shutdown (see
+        `wait_for_restart_line`)."""
+        wait_for_restart_line(self, mark, timeout)
 
     def hard_reset(self, timeout: float | None = None) -> None:
         """Cut the power and start again at once (a warm reset, no clean shutdown); wait for the new boot.
@@ -396,34 +366,9 @@ class GuestMachine:
     def _await_new_boot(self, old: str, timeout: float | None, silent_at: int | None = None) -> None:
         timeout = timeout if timeout is not None else self.timeouts.reboot
         self.close()
-        deadline = time.monotonic() + timeout
-        guard = RestartGuard(self, silent_at=silent_at)
-
-        def new_boot() -> str | None:
-            if not self.vm.is_running():
-                raise BootError(f"{self.name} stopped running while rebooting")
-            ep = self.vm.ssh_endpoint
-            try:
-                _, sock = wait_for_banner_socket(
-                    ep.host, ep.port, max(deadline - time.monotonic(), 1.0), alive=guard.alive
-                )
-            except PowerCycled:
-                return None  # SSH is forwarded from somewhere new: wait again there
-            try:
-                self._connection(sock)  # the login reuses the banner's connection
-                current = self.boot_id()
-            except (SSHError, OSError, paramiko.SSHException):
-                self.close()
-                raise
-            if current == old:
-                self.close()
-                return None
-            return current
-
-        with self._boot_gate():
-            current = poll(
-                new_boot, timeout=timeout, interval=2.0, what=f"{self.name} to come back with a new boot id"
-            )
+        current = wait_for_new_boot(
+            self, old, timeout, silent_at=silent_at, login=self._connection, gate=self._boot_gate
+        )
         self.boot_ids.append(current)
         log.info("%s: up again (boot %s)", self.name, current[:8])
 
@@ -459,103 +404,15 @@ class GuestMachine:
             return ""
 
 
-__all__ = ["CommandResult", "GuestMachine", "RailyardError"]
-
-
-# What Linux prints last before it resets the machine (pr_emerg: shown with `quiet` too).
-RESTART_LINE = "reboot: Restarting system"
-SHUTDOWN_POLL = 0.2
-"""Seconds between looks at the console while a rebooting machine shuts down (a file read on this host)."""
-
-
-class FatalConsoleWatch:
-    """Reads what a booting machine prints from the moment the wait began, and raises BootError with the
-    evidence as soon as the console shows the boot cannot succeed (a panic, an emergency shell, Ignition
-    failing): such a machine never answers SSH, and waiting out the boot timeout under TCG costs minutes."""
-
-    CONTEXT_LINES = 15
-
-    def __init__(self, machine: GuestMachine) -> None:
-        self.machine = machine
-        self.offset = len(machine.console_text())
-
-    def check(self) -> None:
-        """Raise BootError when the console printed a fatal line since the watch began."""
-        text = strip_terminal_codes(self.machine.console_text()[self.offset :])
-        fatal = fatal_boot_lines(text, "console")
-        if not fatal:
-            return
-        lines = [line.rstrip() for line in text.splitlines() if line.strip()]
-        first = next(i for i, line in enumerate(lines) if fatal[0].line in line)
-        context = "\n".join(lines[max(0, first - self.CONTEXT_LINES) : first + 1])
-        raise BootError(
-            f"{self.machine.name}: the boot failed for good, its console shows:\n{describe(fatal)}\n"
-            f"--- console up to the first of those lines ---\n{context}"
-        )
-
-
-class PowerCycled(Exception):
-    """Raised out of a banner wait by RestartGuard: the machine was power-cycled, its SSH endpoint changed."""
-
-
-class RestartGuard:
-    """Watches a rebooting machine for a restart that never gets out of the firmware.
-
-    After the kernel prints its restart line, firmware output follows within seconds. Under TCG on these
-    hosts a restart now and then stops right there: QEMU runs, the console stays silent for good, and a
-    warm reset (QMP `system_reset`) ends the same way. When the console has ended on the restart line for
-    `timeouts.restart` seconds, the guard recovers the machine once: a power cycle (a new hypervisor process
-    on the same disks: the kernel had finished its shutdown) where the platform can, else a hard reset. It
-    logs what the hypervisor saw and leaves a note for the test's report. A second stall is left to the
-    reboot's timeout. After a reset or power cycle of the harness's own (`silent_at`: the console's length
-    when it was issued), a console that prints nothing at all for as long counts as the same stall.
-    """
-
-    def __init__(self, machine: GuestMachine, silent_at: int | None = None) -> None:
-        self.machine = machine
-        self.silent_at = silent_at
-        self.used = False
-        self._length = -1
-        self._changed = time.monotonic()
-
-    def alive(self) -> bool:
-        """For `wait_for_banner`: whether the machine still runs (recovering it first if it is stuck).
-
-        Raises PowerCycled after a power cycle, for the caller to wait on the new SSH endpoint.
-        """
-        m = self.machine
-        if not m.vm.is_running():
-            return False
-        text = m.console_text()
-        now = time.monotonic()
-        if len(text) != self._length:
-            self._length, self._changed = len(text), now
-            if len(text) != self.silent_at:
-                return True
-        if now - self._changed <= m.timeouts.restart or self.used:
-            return True
-        if len(text) == self.silent_at:
-            after = "the harness reset the machine"
-        elif text.rstrip().endswith(RESTART_LINE):
-            after = "the kernel restarted the machine"
-        else:
-            return True
-        cycle = CAP_POWER_CYCLE in m.vm.capabilities
-        if not cycle and CAP_HARD_RESET not in m.vm.capabilities:
-            return True
-        action, recover = ("power-cycled it", m.vm.power_cycle) if cycle else ("reset it", m.vm.reset)
-        self.used = True
-        note = (
-            f"{m.name}: no firmware output {now - self._changed:.0f} s after {after} "
-            f"({m.vm.diagnose() or 'no hypervisor diagnostics'}); {action}"
-        )
-        try:
-            recover()
-        except RailyardError as exc:
-            note += f" failed: {exc}"
-            cycle = False
-        log.warning("%s", note)
-        m.notes.append(note)
-        if cycle:
-            raise PowerCycled(note)
-        return m.vm.is_running()
+__all__ = [
+    "RESTART_LINE",
+    "SHUTDOWN_POLL",
+    "BootGate",
+    "CommandResult",
+    "FatalConsoleWatch",
+    "GuestMachine",
+    "PowerCycled",
+    "RailyardError",
+    "RestartGuard",
+    "step",
+]

@@ -3,91 +3,93 @@
 `Platform` is session-scoped: it owns every resource it creates, tags it with the run id and deletes it in
 `close()` (also after Ctrl-C or a timeout). `Machine` is one booted instance as the platform sees it: where to
 reach its SSH, where its console goes, and how to power it. The guest API tests use lives in
-`harness.machine`, on top of this.
+`harness.machine`, on top of this. What they exchange lives beside them and is importable from here too:
+capabilities and machine options (`platforms.capabilities`), machine specs (`platforms.machine_spec`),
+networks (`platforms.networks`), a platform's context and requests (`platforms.context`).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from harness.acceleration import Acceleration, Timeouts, detect
 from harness.errors import ConfigError, PlatformError
+from platforms.capabilities import (
+    CAP_BOOT_HOST_SERVICES,
+    CAP_HARD_RESET,
+    CAP_HOST_SERVICES,
+    CAP_POWER_CYCLE,
+    CAP_PRIVATE_NETWORK,
+    CAP_SNAPSHOT,
+    CAPABILITIES,
+    MACHINE_OPTIONS,
+    OPTION_DISKS,
+    OPTION_FIRMWARE,
+    OPTION_KARGS,
+    OPTION_MEMORY,
+    OPTION_NICS,
+)
+from platforms.context import GarbageRequest, PlatformContext, UploadRequest
+from platforms.machine_spec import (
+    DISK_SERIAL_PREFIX,
+    FIRMWARE_CHOICES,
+    FIRSTBOOT_WAITING,
+    MIN_MEMORY_MIB,
+    SMBIOS_BOOT_CMDLINE,
+    SMBIOS_STUB_CMDLINE,
+    ExtraNic,
+    FirstBootConfig,
+    MachineSpec,
+    PrivateNet,
+    disk_serial,
+    kernel_args_smbios_strings,
+)
+from platforms.networks import NicSegment, PrivateNetwork
+
+__all__ = [
+    "CAPABILITIES",
+    "CAP_BOOT_HOST_SERVICES",
+    "CAP_HARD_RESET",
+    "CAP_HOST_SERVICES",
+    "CAP_POWER_CYCLE",
+    "CAP_PRIVATE_NETWORK",
+    "CAP_SNAPSHOT",
+    "DISK_SERIAL_PREFIX",
+    "FIRMWARE_CHOICES",
+    "FIRSTBOOT_WAITING",
+    "MACHINE_OPTIONS",
+    "MIN_MEMORY_MIB",
+    "OPTION_DISKS",
+    "OPTION_FIRMWARE",
+    "OPTION_KARGS",
+    "OPTION_MEMORY",
+    "OPTION_NICS",
+    "SMBIOS_BOOT_CMDLINE",
+    "SMBIOS_STUB_CMDLINE",
+    "ExtraNic",
+    "FirstBootConfig",
+    "GarbageRequest",
+    "Machine",
+    "MachineSpec",
+    "NicSegment",
+    "Platform",
+    "PlatformContext",
+    "PrivateNet",
+    "PrivateNetwork",
+    "SSHEndpoint",
+    "UploadRequest",
+    "disk_serial",
+    "kernel_args_smbios_strings",
+]
 
 log = logging.getLogger(__name__)
-
-# Optional capabilities a test can require with @pytest.mark.requires("..."). A platform declares the ones its
-# machines have in one place, `Platform.machine_capabilities`; its machines get them when booted.
-CAP_HARD_RESET = "hard-reset"
-"""`Machine.reset()`: the power is cut and the machine starts again at once (a warm reset)."""
-CAP_POWER_CYCLE = "power-cycle"
-"""`Machine.power_cycle()`: a cold boot on the same disks and firmware variables."""
-CAP_SNAPSHOT = "snapshot"
-"""The machine's state can be saved and restored (QEMU's savevm/loadvm)."""
-CAP_PRIVATE_NETWORK = "private-network"
-"""Machines booted together share a network on which `GuestMachine.private_address` reaches each other."""
-CAP_HOST_SERVICES = "host-services"
-"""A service the tests start on the host (the Omaha server) is reachable from the guest."""
-CAP_BOOT_HOST_SERVICES = "boot-host-services"
-"""A service on the host's 127.0.0.1 is reachable from the guest from its first boot on, Ignition in the
-initramfs included, at `Platform.boot_host_address` (remote Ignition configs and files)."""
-FIRSTBOOT_WAITING = "railyard: first-boot checkpoint: waiting before Ignition"
-"""What the default image's initramfs prints when it waits for a first-boot checkpoint to be saved."""
-FIRMWARE_CHOICES = ("uefi", "bios")
-"""The firmware a machine boots with (`MachineSpec.firmware`, `--firmware`)."""
-CAPABILITIES = frozenset(
-    {
-        CAP_HARD_RESET,
-        CAP_POWER_CYCLE,
-        CAP_SNAPSHOT,
-        CAP_PRIVATE_NETWORK,
-        CAP_HOST_SERVICES,
-        CAP_BOOT_HOST_SERVICES,
-    }
-)
-MIN_MEMORY_MIB = 128
-"""The least guest memory a machine may have."""
-
-# Machine options a test asks for with markers of the same names (see harness.machine_options). A platform
-# declares the ones its machines honour in `Platform.machine_options`; a test asking for another is skipped.
-OPTION_DISKS = "disks"
-"""`MachineSpec.extra_disks_mib`: extra blank disks."""
-OPTION_NICS = "nics"
-"""`MachineSpec.extra_nics`: extra NICs."""
-OPTION_MEMORY = "memory"
-"""`MachineSpec.memory_mib` set by the test, not the run."""
-OPTION_FIRMWARE = "firmware"
-"""`MachineSpec.firmware` set by the test, not the run or the image."""
-OPTION_KARGS = "kargs"
-"""`MachineSpec.kernel_args`: extra kernel arguments from the first boot on."""
-MACHINE_OPTIONS = frozenset({OPTION_DISKS, OPTION_NICS, OPTION_MEMORY, OPTION_FIRMWARE, OPTION_KARGS})
-
-DISK_SERIAL_PREFIX = "railyard-disk"
-SMBIOS_BOOT_CMDLINE = "io.systemd.boot.kernel-cmdline-extra="
-"""An SMBIOS type 11 string whose rest systemd-boot (256 and later) appends to a boot entry's options."""
-SMBIOS_STUB_CMDLINE = "io.systemd.stub.kernel-cmdline-extra="
-"""The same for a unified kernel image, read by its systemd-stub (254 and later)."""
-
-
-def disk_serial(index: int) -> str:
-    """The serial number of a machine's extra disk `index` (1 for the first): the guest finds it as
-    `/dev/disk/by-id/virtio-railyard-disk1`. virtio-blk serials hold at most 20 bytes."""
-    return f"{DISK_SERIAL_PREFIX}{index}"
-
-
-def kernel_args_smbios_strings(kernel_args: tuple[str, ...]) -> list[str]:
-    """The SMBIOS type 11 strings that hand `kernel_args` to the guest's boot loader (none without any)."""
-    if not kernel_args:
-        return []
-    line = " ".join(kernel_args)
-    return [SMBIOS_BOOT_CMDLINE + line, SMBIOS_STUB_CMDLINE + line]
 
 
 @dataclass(frozen=True)
@@ -95,180 +97,6 @@ class SSHEndpoint:
     host: str
     port: int
     user: str
-
-
-@dataclass(frozen=True)
-class PrivateNet:
-    """A second NIC on a private segment shared by the machines of a cluster (see platforms.qemu.l2hub)."""
-
-    hub_port: int
-    mac: str
-    address: str
-    """The guest's address with prefix length, e.g. `10.0.3.1/24`."""
-
-
-@dataclass(frozen=True)
-class ExtraNic:
-    """An extra NIC of a machine (`@pytest.mark.nics`), on the segment of its number: the extra NICs number 1
-    of the machines of one test share one segment, number 2 another (see platforms.qemu.l2hub). The harness
-    configures no address on it."""
-
-    hub_port: int
-    mac: str
-
-
-class NicSegment(ABC):
-    """The segment the extra NICs of one number of one test's machines are on, made by
-    `Platform.nic_segment()` and closed by whoever made it once its machines are gone."""
-
-    @abstractmethod
-    def attach(self, name: str) -> ExtraNic:
-        """The NIC machine `name` gets on this segment (one of its `MachineSpec.extra_nics`)."""
-
-    @abstractmethod
-    def close(self) -> None:
-        """Release what the segment holds (a relay, a socket). Idempotent."""
-
-
-class PrivateNetwork:
-    """The network the machines of one request (`cluster(n)`) share, made by `Platform.private_network()`
-    and closed by whoever made it once its machines are gone.
-
-    This base class is the network a cloud's machines are already on (the run's subnet): a machine joins it
-    with no NIC of its own, and its `Machine.private_address` is the address the cloud gave it. Local
-    platforms return a segment of their own whose `join` gives each machine a second NIC.
-    """
-
-    def join(self, name: str) -> PrivateNet | None:
-        """The NIC machine `name` gets on this network (its `MachineSpec.private_net`); None when the
-        machine's own network is the shared one."""
-        return None
-
-    def close(self) -> None:
-        """Release what the network holds (a relay, a socket). Idempotent."""
-
-
-@dataclass(frozen=True)
-class FirstBootConfig:
-    """The Ignition config a machine gets at first boot: rendered once by the harness, with what platforms
-    need to know of it (its spec version, the users' SSH keys) readable without parsing the text again."""
-
-    text: str
-    """The JSON text handed to the guest (fw_cfg blob, EC2 user data, Azure custom data)."""
-    version: str
-    """`ignition.version` of the config."""
-    ssh_keys_by_user: tuple[tuple[str, tuple[str, ...]], ...] = ()
-    """(user, keys) of every user the config gives SSH keys, in order."""
-
-    @classmethod
-    def render(cls, config: Mapping[str, Any]) -> FirstBootConfig:
-        """From a config dict (as the harness builds and validates it)."""
-        ignition = config.get("ignition")
-        version = ignition.get("version") if isinstance(ignition, Mapping) else None
-        if not isinstance(version, str):
-            raise ConfigError("the Ignition config has no ignition.version string")
-        passwd = config.get("passwd")
-        users = passwd.get("users", []) if isinstance(passwd, Mapping) else []
-        keys: list[tuple[str, tuple[str, ...]]] = []
-        for user in users if isinstance(users, list) else []:
-            if not isinstance(user, Mapping) or not isinstance(user.get("name"), str):
-                continue
-            lines = [k.strip() for k in user.get("sshAuthorizedKeys", []) if isinstance(k, str) and k.strip()]
-            if lines:
-                keys.append((user["name"], tuple(lines)))
-        return cls(json.dumps(config, indent=2), version, tuple(keys))
-
-    @classmethod
-    def parse(cls, text: str) -> FirstBootConfig:
-        """From JSON text; ConfigError when it is not a JSON object with an `ignition.version`."""
-        try:
-            config = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"the Ignition config is not valid JSON: {exc}") from exc
-        if not isinstance(config, dict):
-            raise ConfigError("the Ignition config is not a JSON object")
-        rendered = cls.render(config)
-        return cls(text, rendered.version, rendered.ssh_keys_by_user)
-
-    def ssh_keys(self, user: str | None = None) -> list[str]:
-        """The SSH keys the config gives `user` (every user's, without repeats, when None)."""
-        found: list[str] = []
-        for name, keys in self.ssh_keys_by_user:
-            if user is None or name == user:
-                found += [k for k in keys if k not in found]
-        return found
-
-
-@dataclass(frozen=True)
-class MachineSpec:
-    """Everything a platform needs to boot one machine. Pure data, so command lines can be unit-tested."""
-
-    name: str
-    image: Path
-    ignition: FirstBootConfig
-    """The Ignition config handed to the guest at first boot."""
-    ignition_fw_cfg: str
-    """The fw_cfg name the distro's Ignition reads (`opt/com.coreos/config`, `opt/org.flatcar-linux/config`)."""
-    workdir: Path
-    """A directory of this machine's own: overlay disk, console log, sockets."""
-    ssh_user: str = "core"
-    memory_mib: int = 1024
-    cpus: int = 2
-    firmware: str = "uefi"
-    private_net: PrivateNet | None = None
-    channel: str = ""
-    """The release channel the machine runs (cloud platforms find their image by it)."""
-    test_id: str = ""
-    """The pytest node id the machine was booted for (cloud platforms tag resources with it)."""
-    checkpoint_stage: str = ""
-    """`firstboot`: the guest stops before Ignition reads its config, announcing it on the console
-    (FIRSTBOOT_WAITING), so that a first-boot checkpoint can be saved (platforms with `checkpoints`)."""
-    extra_disks_mib: tuple[int, ...] = ()
-    """Sizes in MiB of blank disks attached after the boot disk, serials `disk_serial(1)`, `(2)`..."""
-    extra_nics: tuple[ExtraNic, ...] = ()
-    """NICs attached after the primary one (and the private one), each on the segment of its number."""
-    kernel_args: tuple[str, ...] = ()
-    """Kernel arguments the boot loader adds to the image's own (SMBIOS type 11; see
-    `kernel_args_smbios_strings`)."""
-    extra: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class PlatformContext:
-    """What a platform gets from the run: its id, where artifacts go, acceleration and options."""
-
-    run_id: str
-    output_dir: Path
-    accel: Acceleration
-    timeouts: Timeouts
-    options: Mapping[str, Any]
-
-
-@dataclass(frozen=True)
-class GarbageRequest:
-    """What `railyard gc` asks a platform to delete: leftovers of runs that did not clean up."""
-
-    options: Mapping[str, Any]
-    """The platform's own options (as `add_options` declared them), e.g. a region or a libvirt URI."""
-    older_than: float | None
-    """Only what was created at least this many seconds ago (None: the platform's own rule)."""
-    output_root: Path
-    """Where runs put their artifacts and local runtime files (`_railyard` by default)."""
-    dry_run: bool = False
-    """Report what would be deleted, delete nothing."""
-
-
-@dataclass(frozen=True)
-class UploadRequest:
-    """What `railyard image upload` asks a platform to do: make a bootable image from a local disk file."""
-
-    options: Mapping[str, Any]
-    image: Path
-    """A local disk image (qcow2 or raw); the platform converts it to the format it needs."""
-    name: str
-    """The name to register the image under (unique per platform account)."""
-    metadata: Mapping[str, str] = field(default_factory=dict)
-    """Tags to put on the image (os id, version, channel...)."""
 
 
 class Machine(ABC):

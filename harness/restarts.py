@@ -1,0 +1,156 @@
+"""Waiting through a machine's restart: the old boot's shutdown (the kernel's restart line on the console), a
+new boot id over SSH, and the recovery of a restart stuck in the firmware (RestartGuard)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import paramiko
+
+from harness.errors import BootError, RailyardError, SSHError
+from harness.retry import poll
+from harness.ssh import wait_for_banner_socket
+from platforms.base import CAP_HARD_RESET, CAP_POWER_CYCLE
+
+if TYPE_CHECKING:
+    from harness.machine import BootGate, GuestMachine
+
+log = logging.getLogger(__name__)
+
+# What Linux prints last before it resets the machine (pr_emerg: shown with `quiet` too).
+RESTART_LINE = "reboot: Restarting system"
+SHUTDOWN_POLL = 0.2
+"""Seconds between looks at the console while a rebooting machine shuts down (a file read on this host)."""
+
+
+def wait_for_restart_line(machine: GuestMachine, mark: int, timeout: float) -> None:
+    """Where the console is live, wait for the kernel's restart line (console text after `mark`) before
+    looking for the new boot: until then the old boot's sshd may still accept a login, and a session
+    opened while the old system goes down hangs until its connection times out. A shutdown that shows
+    no restart line within half the reboot's time (or `timeouts.restart`) is left to the new-boot wait."""
+    if not machine.vm.live_console:
+        return
+    machine.close()
+    deadline = time.monotonic() + min(timeout / 2, machine.timeouts.restart)
+    while machine.vm.is_running() and RESTART_LINE not in machine.console_text()[mark:]:
+        if time.monotonic() >= deadline:
+            log.warning("%s: no restart line on the console after the reboot request", machine.name)
+            return
+        time.sleep(SHUTDOWN_POLL)
+
+
+def wait_for_new_boot(
+    machine: GuestMachine,
+    old: str,
+    timeout: float,
+    *,
+    silent_at: int | None,
+    login: Callable[[socket.socket], object],
+    gate: BootGate,
+) -> str:
+    """Wait until `machine` answers SSH in a boot whose id is not `old`, logged in with `login` over the
+    connection that carried the banner, and return the new boot id. Admitted by `gate` (see `BootGate`); a
+    restart stuck in the firmware is recovered once (see `RestartGuard`, and `silent_at` there).
+
+    Raises WaitTimeout when no new boot answers within `timeout` seconds, BootError when the machine stops
+    running.
+    """
+    deadline = time.monotonic() + timeout
+    guard = RestartGuard(machine, silent_at=silent_at)
+
+    def new_boot() -> str | None:
+        if not machine.vm.is_running():
+            raise BootError(f"{machine.name} stopped running while rebooting")
+        ep = machine.vm.ssh_endpoint
+        try:
+            _, sock = wait_for_banner_socket(
+                ep.host, ep.port, max(deadline - time.monotonic(), 1.0), alive=guard.alive
+            )
+        except PowerCycled:
+            return None  # SSH is forwarded from somewhere new: wait again there
+        try:
+            login(sock)  # the login reuses the banner's connection
+            current = machine.boot_id()
+        except (SSHError, OSError, paramiko.SSHException):
+            machine.close()
+            raise
+        if current == old:
+            machine.close()
+            return None
+        return current
+
+    with gate():
+        return poll(
+            new_boot, timeout=timeout, interval=2.0, what=f"{machine.name} to come back with a new boot id"
+        )
+
+
+class PowerCycled(Exception):
+    """Raised out of a banner wait by RestartGuard: the machine was power-cycled, its SSH endpoint changed."""
+
+
+class RestartGuard:
+    """Watches a rebooting machine for a restart that never gets out of the firmware.
+
+    After the kernel prints its restart line, firmware output follows within seconds. Under TCG on these
+    hosts a restart now and then stops right there: QEMU runs, the console stays silent for good, and a
+    warm reset (QMP `system_reset`) ends the same way. When the console has ended on the restart line for
+    `timeouts.restart` seconds, the guard recovers the machine once: a power cycle (a new hypervisor process
+    on the same disks: the kernel had finished its shutdown) where the platform can, else a hard reset. It
+    logs what the hypervisor saw and leaves a note for the test's report. A second stall is left to the
+    reboot's timeout. After a reset or power cycle of the harness's own (`silent_at`: the console's length
+    when it was issued), a console that prints nothing at all for as long counts as the same stall.
+    """
+
+    def __init__(self, machine: GuestMachine, silent_at: int | None = None) -> None:
+        self.machine = machine
+        self.silent_at = silent_at
+        self.used = False
+        self._length = -1
+        self._changed = time.monotonic()
+
+    def alive(self) -> bool:
+        """For `wait_for_banner`: whether the machine still runs (recovering it first if it is stuck).
+
+        Raises PowerCycled after a power cycle, for the caller to wait on the new SSH endpoint.
+        """
+        m = self.machine
+        if not m.vm.is_running():
+            return False
+        text = m.console_text()
+        now = time.monotonic()
+        if len(text) != self._length:
+            self._length, self._changed = len(text), now
+            if len(text) != self.silent_at:
+                return True
+        if now - self._changed <= m.timeouts.restart or self.used:
+            return True
+        if len(text) == self.silent_at:
+            after = "the harness reset the machine"
+        elif text.rstrip().endswith(RESTART_LINE):
+            after = "the kernel restarted the machine"
+        else:
+            return True
+        cycle = CAP_POWER_CYCLE in m.vm.capabilities
+        if not cycle and CAP_HARD_RESET not in m.vm.capabilities:
+            return True
+        action, recover = ("power-cycled it", m.vm.power_cycle) if cycle else ("reset it", m.vm.reset)
+        self.used = True
+        note = (
+            f"{m.name}: no firmware output {now - self._changed:.0f} s after {after} "
+            f"({m.vm.diagnose() or 'no hypervisor diagnostics'}); {action}"
+        )
+        try:
+            recover()
+        except RailyardError as exc:
+            note += f" failed: {exc}"
+            cycle = False
+        log.warning("%s", note)
+        m.notes.append(note)
+        if cycle:
+            raise PowerCycled(note)
+        return m.vm.is_running()
