@@ -130,7 +130,7 @@ def test_clones_resume_booted_each_with_a_reseeded_rng_and_the_hosts_time(frozen
         assert len(streams[0]) == 64
         assert streams[0] != streams[1]
         # A clone's console starts with the console of the boot that made the checkpoint, as it was when saved.
-        before, marker, after = clones[0].console_text().partition("[railyard: restored from checkpoint")
+        before, marker, _ = clones[0].console_text().partition("[railyard: restored from checkpoint")
         assert marker, "a clone's console says where the boot that made the checkpoint ends"
         assert "Ignition finished successfully" in before
         assert frozen.original.console_text().startswith(before.rstrip("\n"))
