@@ -28,6 +28,7 @@ from harness.restarts import (
     RestartGuard,
     wait_for_new_boot,
     wait_for_restart_line,
+    wait_while_up,
 )
 from harness.retry import poll
 from harness.ssh import CommandResult, SSHConnection, wait_for_banner_socket
@@ -79,6 +80,7 @@ class GuestMachine:
         self._forwards: list[RemoteForward] = []
         self.start: StartRecord | None = None
         """How the machine came up (cold, or restored from a checkpoint) and how long it took."""
+        self._boot_console_mark = 0  # the console's length when the current boot answered SSH
 
     def __repr__(self) -> str:
         return f"<GuestMachine {self.name} on {self.vm.ssh_endpoint.host}:{self.vm.ssh_endpoint.port}>"
@@ -135,6 +137,7 @@ class GuestMachine:
             connect, timeout=max(deadline - time.monotonic(), 30.0), what=f"SSH login to {self.name}"
         )
         self.boot_ids.append(self.boot_id())
+        self._boot_console_mark = len(self.console_text())
         log.info("%s: SSH up (boot %s)", self.name, self.boot_ids[-1][:8])
 
     def _connection(self, sock: socket.socket | None = None) -> SSHConnection:
@@ -356,12 +359,28 @@ class GuestMachine:
         self._await_new_boot(old, timeout, silent_at=silent_at)
 
     def wait_for_reboot(self, timeout: float | None = None) -> None:
-        """Wait for a reboot the guest starts by itself (e.g. a failed trial boot): a new boot id over SSH.
+        """Wait for a reboot the guest starts by itself (e.g. a failed trial boot, an update agent that
+        reboots into an update it installs): a new boot id over SSH. Until the current boot goes down, the
+        harness's session stays open, and with it the host services forwarded to the guest.
 
-        Default timeout: `timeouts.reboot`. Raises like `reboot`.
+        Default timeout: `timeouts.reboot`, for all of it (pass more when the guest has work to do before
+        it reboots). Raises like `reboot`.
         """
         with step(self.name, "wait for a reboot"):
-            self._await_new_boot(self.boot_ids[-1] if self.boot_ids else "", timeout)
+            timeout = timeout if timeout is not None else self.timeouts.reboot
+            started = time.monotonic()
+            wait_while_up(self, self._boot_console_mark, timeout)
+            remaining = max(timeout - (time.monotonic() - started), 1.0)
+            self._await_new_boot(self.boot_ids[-1] if self.boot_ids else "", remaining)
+
+    def session_answers(self) -> bool:
+        """Whether the current session still runs a command (a short probe; never raises)."""
+        if self._ssh is None or not self._ssh.is_active:
+            return False
+        try:
+            return self._ssh.run("true", timeout=20.0).status == 0
+        except (RailyardError, OSError, paramiko.SSHException):
+            return False
 
     def _await_new_boot(self, old: str, timeout: float | None, silent_at: int | None = None) -> None:
         timeout = timeout if timeout is not None else self.timeouts.reboot
@@ -370,6 +389,7 @@ class GuestMachine:
             self, old, timeout, silent_at=silent_at, login=self._connection, gate=self._boot_gate
         )
         self.boot_ids.append(current)
+        self._boot_console_mark = len(self.console_text())
         log.info("%s: up again (boot %s)", self.name, current[:8])
 
     # -- files and logs ------------------------------------------------------------------------------

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 RESTART_LINE = "reboot: Restarting system"
 SHUTDOWN_POLL = 0.2
 """Seconds between looks at the console while a rebooting machine shuts down (a file read on this host)."""
+UP_POLL = 1.0
+"""Seconds between looks while waiting for a boot to go down by itself."""
 
 
 def wait_for_restart_line(machine: GuestMachine, mark: int, timeout: float) -> None:
@@ -41,6 +43,25 @@ def wait_for_restart_line(machine: GuestMachine, mark: int, timeout: float) -> N
             log.warning("%s: no restart line on the console after the reboot request", machine.name)
             return
         time.sleep(SHUTDOWN_POLL)
+
+
+def wait_while_up(machine: GuestMachine, since: int, timeout: float) -> None:
+    """Keep the harness's SSH session, and the host services forwarded over it, open while the machine's
+    current boot runs, until that boot goes down by itself: the kernel's restart line on a live console
+    after `since`, the session ending (where no console is live: a probe that fails), or the machine
+    stopping. A guest that still needs the host before it restarts (an update agent downloading through a
+    forward) keeps it. Returns at the latest after `timeout` seconds; what follows waits for the new boot."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not machine.vm.is_running():
+            return
+        if machine.vm.live_console:
+            if RESTART_LINE in machine.console_text()[since:]:
+                return
+        elif not machine.session_answers():
+            return
+        time.sleep(UP_POLL)
+    log.warning("%s: its boot did not go down within %.0f s", machine.name, timeout)
 
 
 def wait_for_new_boot(

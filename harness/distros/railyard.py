@@ -21,8 +21,9 @@ TEST_CHECK_INTERVAL = 86400.0
 
 
 def update_config(server: str, group: str, interval: float | None = None) -> str:
-    """The default image's /etc/railyard/update.conf: where to check, which channel, how often."""
-    lines = [f"SERVER={server}", f"GROUP={group}"]
+    """The default image's /etc/railyard/update.conf: where to check, which channel, how often. The agent
+    never reboots by itself (REBOOT_STRATEGY=off): a test reboots when it means to."""
+    lines = [f"SERVER={server}", f"GROUP={group}", "REBOOT_STRATEGY=off"]
     if interval is not None:
         lines.append(f"INTERVAL={int(interval)}")
     return "\n".join(lines) + "\n"
@@ -101,7 +102,10 @@ class RailyardOS(GuestOS):
         return self._await_applied(timeout, started)
 
     def reload_update_config(self) -> None:
-        self.m.succeed("sudo systemctl kill -s HUP railyard-update-agent.service")
+        """Make the agent read update.conf again (SIGHUP), once it is ready for signals: a SIGHUP that
+        arrives before the agent blocks it ends the agent."""
+        self._wait_for_agent()
+        self.m.succeed("sudo systemctl kill --kill-who=main -s HUP railyard-update-agent.service")
 
     def rollback(self) -> None:
         """Boot the other slot from the next boot on (the agent then leaves the version it left alone)."""

@@ -76,7 +76,7 @@ def test_parse_key_values_strips_quotes_and_skips_other_lines():
 
 def test_update_configs():
     assert update_config("http://127.0.0.1:9/v1/update/", "lts", 86400.0) == (
-        "SERVER=http://127.0.0.1:9/v1/update/\nGROUP=lts\nINTERVAL=86400\n"
+        "SERVER=http://127.0.0.1:9/v1/update/\nGROUP=lts\nREBOOT_STRATEGY=off\nINTERVAL=86400\n"
     )
     assert "REBOOT_STRATEGY=off" in flatcar_update_config("disabled", "stable")
 

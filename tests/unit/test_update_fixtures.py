@@ -110,6 +110,7 @@ def test_update_ignition_points_the_agent_at_the_server():
     assert "SERVER=http://127.0.0.1:1234/v1/update/\n" in text
     assert "GROUP=beta\n" in text
     assert "INTERVAL=86400\n" in text
+    assert "REBOOT_STRATEGY=off\n" in text  # the test reboots, never the agent
 
 
 def test_flatcar_gets_its_own_file_and_no_automatic_reboots():

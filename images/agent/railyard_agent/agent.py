@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from .config import HTTP_TIMEOUT, AgentConfig, AgentPaths, log, parse_key_values, read_config, read_first_line
@@ -47,6 +48,7 @@ from .status import (
 )
 
 RETRY_DELAYS = (5.0, 10.0, 20.0, 30.0)
+REBOOT_RETRY = 60.0  # after a reboot request that failed
 
 
 class Agent:
@@ -57,6 +59,7 @@ class Agent:
         self.status = StatusFile(self.paths.status_file)
         self.installer = Installer(self.paths, self.status)
         self._report_failures = 0
+        self._reboot_note = ""
 
     # ---- facts about this machine
 
@@ -335,6 +338,45 @@ class Agent:
         log.info("%s installed; reboot to use it", offer.version)
         return "updated"
 
+    # ---- rebooting into an installed update (the service only; `once` never reboots)
+
+    def reboot_wait(self, config: AgentConfig, who: Identity) -> float | None:
+        """Seconds until the update installed in this boot reboots the machine (0: now); None when nothing
+        is installed or the reboot strategy leaves it to the administrator."""
+        version = self.applied_version(who)
+        if version is None:
+            return None
+        now = datetime.now().astimezone()
+        when = config.reboot.reboot_at(now)
+        self.status.set(
+            REBOOT_STRATEGY=str(config.reboot), NEXT_REBOOT="" if when is None else int(when.timestamp())
+        )
+        if when is None:
+            note = f"{version} is installed; reboot strategy {config.reboot}: not rebooting by itself"
+        elif when > now:
+            note = f"{version} is installed; reboot strategy {config.reboot}: rebooting at {when.isoformat()}"
+        else:
+            note = ""
+        if note and note != self._reboot_note:
+            log.info("%s", note)
+        self._reboot_note = note
+        return None if when is None else max(0.0, (when - now).total_seconds())
+
+    def reboot(self, config: AgentConfig) -> bool:
+        """Ask for the reboot into the installed update; False if the request failed."""
+        log.info("rebooting into the installed update (reboot strategy %s)", config.reboot)
+        try:
+            result = subprocess.run(
+                list(self.paths.reboot), capture_output=True, text=True, timeout=120, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.error("the reboot request failed: %s", exc)
+            return False
+        if result.returncode != 0:
+            log.error("the reboot request failed: %s", result.stderr.strip())
+            return False
+        return True
+
     # ---- the service loop
 
     def run(self) -> int:
@@ -361,9 +403,11 @@ class Agent:
         )
         next_check = time.monotonic() + config.interval
         retries = 0
+        rebooting = False
         try:
             while True:
                 config = self.config()
+                self.status.set(REBOOT_STRATEGY=str(config.reboot))
                 if self.status.values.get("CURRENT_OP") in (STATUS_DISABLED, STATUS_IDLE):
                     self.status.set(CURRENT_OP=STATUS_DISABLED if config.disabled else STATUS_IDLE)
                 unfinished = False
@@ -376,6 +420,13 @@ class Agent:
                 timeout = max(0.0, next_check - time.monotonic())
                 if unfinished:
                     timeout = min(timeout, RETRY_DELAYS[min(retries, len(RETRY_DELAYS)) - 1])
+                reboot_in = self.reboot_wait(config, who)
+                if reboot_in == 0.0 and not rebooting:
+                    rebooting = self.reboot(config)
+                    if not rebooting:
+                        timeout = min(timeout, REBOOT_RETRY)
+                elif reboot_in is not None and reboot_in > 0.0:
+                    timeout = min(timeout, reboot_in)
                 info = signal.sigtimedwait(wanted, timeout)
                 if info is not None and info.si_signo in (signal.SIGTERM, signal.SIGINT):
                     log.info("stopping")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from .strategy import RebootPolicy, read_policy
 
 LOGGER_NAME = "railyard-update-agent"
 DEFAULT_APP_ID = "{6edd2756-abc2-44b3-ac3e-27af173bc54e}"
@@ -33,6 +35,7 @@ class AgentPaths:
     slot_tool: tuple[str, ...] = ("/usr/bin/railyard-slot",)
     ssh_keygen: str = "ssh-keygen"
     boot_complete: tuple[str, ...] = ("systemctl", "is-active", "--quiet", "boot-complete.target")
+    reboot: tuple[str, ...] = ("systemctl", "reboot")
 
     @property
     def status_file(self) -> Path:
@@ -59,6 +62,7 @@ class AgentConfig:
     interval: float = DEFAULT_INTERVAL
     signing_key: Path | None = Path("/usr/share/railyard/update-signing.pub")  # None: do not verify
     mark_good: bool = True
+    reboot: RebootPolicy = field(default_factory=RebootPolicy)  # when an update reboots (the service only)
 
     @property
     def disabled(self) -> bool:
@@ -100,6 +104,7 @@ def read_config(files: Sequence[Path]) -> AgentConfig:
         interval=interval,
         signing_key=_signing_key(values.get("SIGNING_KEY"), defaults.signing_key),
         mark_good=values.get("MARK_GOOD", "yes").strip().lower() not in ("no", "false", "0", "off"),
+        reboot=read_policy(values),
     )
 
 

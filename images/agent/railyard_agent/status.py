@@ -50,6 +50,8 @@ class StatusFile:
         "LAST_CYCLE_END",
         "SERVER",
         "GROUP",
+        "REBOOT_STRATEGY",
+        "NEXT_REBOOT",
     )
 
     def __init__(self, path: Path) -> None:
