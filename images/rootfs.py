@@ -45,6 +45,7 @@ PACKAGES: tuple[str, ...] = (
     "zstd",
     "procps",
     "iputils-ping",  # ping: the network suites' reachability and MTU checks (as root: raw sockets)
+    "systemd-resolved",  # name resolution (stub on 127.0.0.53); upstream servers only where a config names them
     # Storage the suites provision with Ignition: partitions, file systems, swap, RAID.
     "gdisk",
     "xfsprogs",

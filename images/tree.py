@@ -23,7 +23,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 OVERLAY_DIR = PACKAGE_DIR / "overlay"
 DRACUT_DIR = PACKAGE_DIR / "dracut"
 AGENT_DIR = PACKAGE_DIR / "agent"
-TREE_RECIPE_VERSION = "2"
+TREE_RECIPE_VERSION = "3"
 
 # Where the image keeps its own dracut inputs inside /usr (so a guest can rebuild its initrd).
 DRACUT_CONF_IN_USR = "lib/railyard/dracut.conf"
@@ -339,6 +339,9 @@ def customise(tree: PreparedTree, channel: str, version: str, build_key: str, si
     debian_version = (root / "etc" / "debian_version").read_text().strip()
     (tree.usr / "lib" / "os-release").write_text(os_release(channel, version, build_key, debian_version))
     _symlink(root / "etc" / "os-release", "../usr/lib/os-release")
+    # Names resolve through resolved's stub (never through whatever resolver the build host had).
+    _symlink(root / "etc" / "resolv.conf", "../run/systemd/resolve/stub-resolv.conf")
+    (root / "etc" / ".resolv.conf.systemd-resolved.bak").unlink(missing_ok=True)  # the build host's, saved
     unit_dir = tree.usr / "lib" / "systemd" / "system"
     for link, target in STATIC_LINKS:
         _symlink(unit_dir / link, target)

@@ -1,13 +1,21 @@
-"""The network of a fresh boot: networkd configures the NIC over DHCP, and nothing but sshd listens.
-One boot (the default config) serves the module; the tests only read."""
+"""The network of a fresh boot: networkd configures the NIC over DHCP, nothing but sshd listens (and
+resolved's stub on loopback), and names resolve through resolved. One boot (the default config) serves the
+module; the tests only read, except the last, which names a DNS server and takes it away again."""
 
 import json
+import shlex
+
+import pytest
+
+from harness.dns_server import DnsServer
 
 ALLOWED = {
     ("tcp", "22"): {"sshd", "systemd"},  # sshd, or systemd holding its socket (socket activation)
     ("udp", "68"): {"systemd-network"},  # networkd's DHCPv4 client
     ("udp", "546"): {"systemd-network"},  # networkd's DHCPv6 client
 }
+# resolved's stub resolvers, on loopback only (LLMNR and mDNS are off in the image).
+RESOLVED_STUBS = {"127.0.0.53", "127.0.0.54"}
 
 
 def _listeners(text: str) -> list[tuple[str, str, str, str]]:
@@ -18,6 +26,7 @@ def _listeners(text: str) -> list[tuple[str, str, str, str]]:
         if len(fields) < 5:
             continue
         address, _, port = fields[4].rpartition(":")
+        address = address.partition("%")[0]  # `127.0.0.53%lo`: bound to an interface too
         process = line.split('(("', 1)[1].split('"', 1)[0] if '(("' in line else "?"
         found.append((fields[0], address.strip("[]"), port, process))
     return found
@@ -33,6 +42,7 @@ def test_only_sshd_listens_on_a_fresh_boot(module_machine):
         if entry[3] not in ALLOWED.get((entry[0], entry[2]), set())
         # the harness's own reverse forwards: sshd on loopback
         and not (entry[3] == "sshd" and entry[1] in ("127.0.0.1", "::1"))
+        and not (entry[3] == "systemd-resolve" and entry[2] == "53" and entry[1] in RESOLVED_STUBS)
     ]
     assert unexpected == [], f"listening besides sshd: {unexpected}"
 
@@ -50,3 +60,32 @@ def test_networkd_configures_the_nic_over_dhcp(module_machine):
     assert routes, "no default route"
     assert routes[0].get("gateway"), routes
     assert routes[0].get("dev") == configured[0], routes
+
+
+@pytest.mark.requires("boot-host-services")  # the guest asks a DNS server the test runs on the host
+def test_names_resolve_through_resolved_from_the_server_a_config_names(module_machine, platform):
+    """kola: none (Flatcar documents resolved; DHCP's DNS servers are not used by the default image)"""
+    m = module_machine
+    assert m.succeed("readlink /etc/resolv.conf").strip().endswith("stub-resolv.conf")
+    with DnsServer(("railyard.test",), {"web.railyard.test": "192.0.2.10"}) as server:
+        dropin = f"[Resolve]\nDNS={platform.boot_host_address}:{server.port}\nDomains=~railyard.test\n"
+        m.succeed(
+            "sudo mkdir -p /etc/systemd/resolved.conf.d && printf %b "
+            f"{shlex.quote(dropin)} | sudo tee /etc/systemd/resolved.conf.d/railyard-test.conf >/dev/null"
+            " && sudo systemctl restart systemd-resolved.service"
+        )
+        try:
+            assert "192.0.2.10" in m.succeed("resolvectl query --cache=no -4 web.railyard.test")
+            # Through glibc and the stub in /etc/resolv.conf, as any program resolves.
+            assert m.succeed("getent ahostsv4 web.railyard.test").split()[0] == "192.0.2.10"
+            m.fail("getent ahostsv4 nope.railyard.test")
+            asked = {(q.name, q.type) for q in server.asked()}
+            assert ("web.railyard.test", "A") in asked, asked
+            assert ("nope.railyard.test", "A") in asked, asked
+        finally:
+            m.succeed(
+                "sudo rm -f /etc/systemd/resolved.conf.d/railyard-test.conf"
+                " && sudo systemctl restart systemd-resolved.service"
+            )
+    # With no server named, nothing is asked anywhere: the name no longer resolves.
+    m.fail("getent ahostsv4 web.railyard.test")
