@@ -45,6 +45,7 @@ PACKAGES: tuple[str, ...] = (
     "zstd",
     "procps",
     "iputils-ping",  # ping: the network suites' reachability and MTU checks (as root: raw sockets)
+    "podman",  # the container runtime: images a test builds on the host are loaded and run (crun, conmon)
     "systemd-resolved",  # name resolution (stub on 127.0.0.53); upstream servers only where a config names them
     # Storage the suites provision with Ignition: partitions, file systems, swap, RAID.
     "gdisk",

@@ -8,7 +8,9 @@ from harness.distros.guest import GuestOS
 from harness.distros.railyard import RAILYARD
 from harness.errors import ConfigError
 
-FCOS = Distro(name="fcos", ignition_fw_cfg="opt/com.coreos/config", butane_variant="fcos")
+FCOS = Distro(
+    name="fcos", ignition_fw_cfg="opt/com.coreos/config", butane_variant="fcos", container_cli="podman"
+)
 
 _DISTROS = {d.name: d for d in (RAILYARD, FLATCAR, FCOS)}
 

@@ -46,6 +46,7 @@ RAILYARD = RailyardDistro(
     ignition_fw_cfg="opt/com.coreos/config",
     butane_variant="fcos",
     update_conf=RAILYARD_UPDATE_CONF,
+    container_cli="podman",
 )
 
 
