@@ -14,7 +14,7 @@ from harness.ignition import merge, validate
 from harness.omaha_protocol import ERROR_INSTALL, RAILYARD_APP_ID
 from harness.update_server import BadPayload, UpdateServer, make_ext4
 from harness.update_signing import generate_signing_key
-from tests.unit.test_omaha_agent import Guest
+from tests.unit.agent.guest import Guest
 
 pytestmark = pytest.mark.skipif(
     shutil.which("ssh-keygen") is None or shutil.which("mkfs.ext4") is None,

@@ -4,13 +4,11 @@ how it downloads (resumed, discarded, decompressed into the slot tool, written s
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 
 import pytest
 
-from harness.omaha import OmahaServer
 from harness.omaha_protocol import (
     ERROR_INSTALL,
     ERROR_PAYLOAD_HASH_MISMATCH,
@@ -21,34 +19,11 @@ from harness.omaha_protocol import (
 from harness.update_signing import generate_signing_key, sign_payload
 from images.agent.railyard_agent.payload import allowed_signers
 from images.agent.railyard_agent.sparse import SparseWriter
-from tests.unit.agent_guest import Guest, event_codes, publish
+from tests.unit.agent.guest import event_codes, publish
 
 pytestmark = pytest.mark.skipif(
     shutil.which("ssh-keygen") is None, reason="needs ssh-keygen (openssh-client)"
 )
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory):
-    return generate_signing_key(tmp_path_factory.mktemp("keys"))
-
-
-@pytest.fixture
-def server():
-    with OmahaServer() as omaha:
-        yield omaha
-
-
-@pytest.fixture
-def guest(tmp_path, server, keys):
-    return Guest(tmp_path / "guest", server, keys[1])
-
-
-@pytest.fixture
-def payload(tmp_path):
-    path = tmp_path / "usr-1.1.0.img"
-    path.write_bytes(os.urandom(300_000))
-    return path
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,6 @@ update's course across boots (install, reboot, trial, fallback, rollback), check
 request it sends and the service."""
 
 import hashlib
-import os
 import shutil
 import signal
 import subprocess
@@ -12,43 +11,18 @@ import time
 
 import pytest
 
-from harness.omaha import OmahaServer
 from harness.omaha_protocol import ERROR_ROLLBACK, RAILYARD_APP_ID
-from harness.update_signing import generate_signing_key
 from images.agent.railyard_agent.commands import cmd_rollback
 from images.agent.railyard_agent.config import read_config
 from images.agent.railyard_agent.protocol import Report, build_request
 from images.tree import AGENT_DIR
-from tests.unit.agent_guest import MACHINE_ID, Guest, event_codes, publish, slot_status
+from tests.unit.agent.guest import MACHINE_ID, event_codes, publish, slot_status
 
 AGENT = AGENT_DIR / "launcher.py"  # installed in the image as /usr/lib/railyard/update-agent
 
 pytestmark = pytest.mark.skipif(
     shutil.which("ssh-keygen") is None, reason="needs ssh-keygen (openssh-client)"
 )
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory):
-    return generate_signing_key(tmp_path_factory.mktemp("keys"))
-
-
-@pytest.fixture
-def server():
-    with OmahaServer() as omaha:
-        yield omaha
-
-
-@pytest.fixture
-def guest(tmp_path, server, keys):
-    return Guest(tmp_path / "guest", server, keys[1])
-
-
-@pytest.fixture
-def payload(tmp_path):
-    path = tmp_path / "usr-1.1.0.img"
-    path.write_bytes(os.urandom(300_000))
-    return path
 
 
 def test_good_update_installs_once_and_reports(guest, server, payload, keys):
