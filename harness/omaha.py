@@ -167,6 +167,7 @@ class OmahaServer:
         self._host = host
         self._port = port
         self._guest_host = guest_host
+        self._payload_host: str | None = None
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._published: dict[str, Published] = {}
@@ -233,6 +234,14 @@ class OmahaServer:
         """The update URL for a guest (`SERVER=` in the guest's update.conf): the guest's own 127.0.0.1 and
         `guest_port`, which `GuestMachine.forward_host_service(port, guest_port)` connects to this server."""
         return f"http://{self._guest_host}:{self.guest_port}{UPDATE_PATH}"
+
+    def serve_payloads_at(self, host: str | None) -> None:
+        """Name payload URLs at `host` and this server's own port (None: at the address the client asked on).
+
+        A guest that reaches the host directly (QEMU's user network: 10.0.2.2, which is the host's loopback)
+        then downloads payloads outside the reverse forward over SSH, which would cost the guest's sshd a
+        cipher pass over every byte. Update checks and events keep going where `SERVER=` points."""
+        self._payload_host = host
 
     # -- publishing --------------------------------------------------------------------------------
 
@@ -401,7 +410,10 @@ class OmahaServer:
         latest = self._latest(app.app_id, app.track)
         if latest is None or not is_newer(latest.version, app.version):
             return None
-        host = host_header or f"{self._guest_host}:{self.guest_port}"
+        if self._payload_host is not None:
+            host = f"{self._payload_host}:{self.port}"
+        else:
+            host = host_header or f"{self._guest_host}:{self.guest_port}"
         return Offer(
             version=latest.version,
             codebase=f"http://{host}{PAYLOAD_PREFIX}{latest.payload_id}/",

@@ -209,6 +209,16 @@ def test_update_url_without_trailing_slash_and_host_header(server, payload):
     assert server.guest_url == f"http://127.0.0.1:{server.port}/v1/update/"  # through the forward
 
 
+def test_payloads_can_be_named_at_an_address_the_guest_reaches_directly(server, payload):
+    published = server.publish(FLATCAR_APP_ID, "stable", "9999.0.0", payload)
+    server.serve_payloads_at("10.0.2.2")
+    url = post(server.url, update_engine_request()).find("app/updatecheck/urls/url").get("codebase")
+    assert url == f"http://10.0.2.2:{server.port}/payloads/{published.payload_id}/"
+    server.serve_payloads_at(None)
+    url = post(server.url, update_engine_request()).find("app/updatecheck/urls/url").get("codebase")
+    assert url.startswith(f"http://127.0.0.1:{server.port}/")
+
+
 def test_events_are_recorded_per_machine(server):
     for eventtype, result in ((EVENT_DOWNLOAD_STARTED, 1), (EVENT_DOWNLOAD_FINISHED, 1)):
         post(
