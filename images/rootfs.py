@@ -47,12 +47,15 @@ PACKAGES: tuple[str, ...] = (
     "iputils-ping",  # ping: the network suites' reachability and MTU checks (as root: raw sockets)
     "podman",  # the container runtime: images a test builds on the host are loaded and run (crun, conmon)
     "systemd-resolved",  # name resolution (stub on 127.0.0.53); upstream servers only where a config names them
+    "systemd-timesyncd",  # the clock from NTP servers a config names (no built-in fallback servers)
+    "auditd",  # the kernel's audit log, with rules from /etc/audit/rules.d
     # Storage the suites provision with Ignition: partitions, file systems, swap, RAID.
     "gdisk",
     "xfsprogs",
     "btrfs-progs",
     "dosfstools",
     "mdadm",
+    "cryptsetup-bin",  # LUKS volumes Ignition creates (in the initramfs) and systemd opens at boot from crypttab
 )
 
 DPKG_OPTIONS: tuple[str, ...] = (

@@ -23,7 +23,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 OVERLAY_DIR = PACKAGE_DIR / "overlay"
 DRACUT_DIR = PACKAGE_DIR / "dracut"
 AGENT_DIR = PACKAGE_DIR / "agent"
-TREE_RECIPE_VERSION = "3"
+TREE_RECIPE_VERSION = "4"
 
 # Where the image keeps its own dracut inputs inside /usr (so a guest can rebuild its initrd).
 DRACUT_CONF_IN_USR = "lib/railyard/dracut.conf"

@@ -1,9 +1,12 @@
-"""Ignition partitions an extra disk, makes ext4, xfs and btrfs file systems and a swap partition on it, and a
-RAID1 array over two more; fstab mounts them at every boot; a reboot neither reformats nor loses them.
+"""Ignition partitions an extra disk, makes ext4, xfs and btrfs file systems, a LUKS volume and a swap partition on
+it, and a RAID1 array over two more; crypttab opens the volume and fstab mounts them at every boot; a reboot
+neither reformats nor loses them.
 
 One machine with three blank disks serves the module (machines with extra disks boot cold). The tests only
 read, except the last, which reboots the machine and reads again.
 """
+
+from urllib.parse import quote
 
 import pytest
 
@@ -17,13 +20,21 @@ PARTITIONS = {  # label -> size in MiB (xfs needs at least 300)
     "RY-XFS": 320,
     "RY-BTRFS": 160,
     "RY-SWAP": 64,
+    "RY-LUKS": 64,  # LUKS2's header takes 16 of them
 }
 FILESYSTEMS = {  # mount point -> (device, format, label)
     "/var/mnt/ext4": ("/dev/disk/by-partlabel/RY-EXT4", "ext4", "ry-ext4"),
     "/var/mnt/xfs": ("/dev/disk/by-partlabel/RY-XFS", "xfs", "ry-xfs"),
     "/var/mnt/btrfs": ("/dev/disk/by-partlabel/RY-BTRFS", "btrfs", "ry-btrfs"),
     "/var/mnt/mirror": ("/dev/md/ry-mirror", "ext4", "ry-mirror"),
+    "/var/mnt/secret": ("/dev/mapper/ry-secret", "ext4", "ry-secret"),
 }
+LUKS_NAME = "ry-secret"
+LUKS_KEY = "railyard-luks-key-file\n"
+# Ignition formats the volume with this key file and keeps it for the real root, which opens the volume from
+# /etc/crypttab at every boot. PBKDF2 with a short iteration time keeps each unlock cheap under emulation
+# (LUKS2's default, argon2id, would take a sizeable part of the guest's memory and seconds of emulated CPU).
+LUKS_OPTIONS = ["--pbkdf", "pbkdf2", "--iter-time", "200"]
 FSTAB = "".join(
     f"LABEL={label} {path} {fmt} defaults,nofail 0 0\n" for path, (_, fmt, label) in FILESYSTEMS.items()
 )
@@ -57,6 +68,15 @@ def _config() -> dict:
             {"device": DATA, "wipeTable": True, "partitions": partitions},
         ],
         "raid": [{"name": "ry-mirror", "level": "raid1", "devices": list(MIRROR)}],
+        "luks": [
+            {
+                "name": LUKS_NAME,
+                "device": "/dev/disk/by-partlabel/RY-LUKS",
+                "keyFile": {"source": "data:," + quote(LUKS_KEY)},
+                "options": LUKS_OPTIONS,
+                "wipeVolume": True,
+            }
+        ],
         "filesystems": [
             {"device": device, "format": fmt, "label": label, "wipeFilesystem": True}
             for device, fmt, label in FILESYSTEMS.values()
@@ -93,7 +113,7 @@ def test_partitions_on_an_extra_disk(module_machine):
     labels = module_machine.succeed(f"lsblk -n -o PARTLABEL {DATA}").split()
     assert labels == list(PARTITIONS), labels
     for label, size in PARTITIONS.items():
-        got = int(module_machine.succeed(f"lsblk -n -b -o SIZE /dev/disk/by-partlabel/{label}").strip())
+        got = int(module_machine.succeed(f"lsblk -n -d -b -o SIZE /dev/disk/by-partlabel/{label}").strip())
         assert got == size * 1024 * 1024, f"{label}: {got} bytes"
 
 
@@ -116,6 +136,33 @@ def test_raid1_over_two_disks(module_machine):
     assert "Active Devices : 2" in detail, detail
     assert "State : clean" in detail, detail
     assert "Name : ry-mirror" in detail or ":ry-mirror" in detail, detail
+
+
+def test_a_luks_volume_is_opened_from_crypttab_with_its_key_file(module_machine):
+    """kola: none for a data volume (Fedora CoreOS's luks.* tests encrypt the root with TPM2 or Tang)"""
+    m = module_machine
+    status = m.succeed(f"sudo cryptsetup status {LUKS_NAME}")
+    assert "type:    LUKS2" in status, status
+    partition = m.succeed("readlink -f /dev/disk/by-partlabel/RY-LUKS").strip()
+    assert f"device:  {partition}" in status, status
+    assert "cipher:  aes-xts-plain64" in status, status
+    assert m.succeed("findmnt -n -o SOURCE /var/mnt/secret").strip() == f"/dev/mapper/{LUKS_NAME}"
+
+    # Ignition left an entry in crypttab naming a key file it kept; that file, and only it, opens the volume.
+    entry = m.succeed(f"sudo awk '$1 == \"{LUKS_NAME}\"' /etc/crypttab").split()
+    assert len(entry) >= 3, entry
+    assert entry[1] == f"UUID={m.succeed(f'sudo cryptsetup luksUUID {partition}').strip()}", entry
+    key_file = entry[2]
+    assert m.succeed(f"sudo cat {key_file}") == LUKS_KEY
+    assert m.succeed(f"sudo stat -c %a {key_file}").strip() in {"400", "600"}
+    m.succeed(f"sudo cryptsetup open --test-passphrase --key-file {key_file} {partition}")
+    m.fail(f"printf wrong | sudo cryptsetup open --test-passphrase --key-file - {partition}")
+
+    # What is written through the volume is not on the partition in the clear.
+    marker = "railyard-plaintext-marker"
+    m.succeed(f"echo {marker} | sudo tee /var/mnt/secret/marker >/dev/null && sudo sync")
+    assert m.succeed(f"sudo grep -c -a {marker} /dev/mapper/{LUKS_NAME} || true").strip() != "0"
+    assert m.succeed(f"sudo grep -c -a {marker} {partition} || true").strip() == "0"
 
 
 def test_a_swap_partition_and_a_swap_file_are_active(module_machine):

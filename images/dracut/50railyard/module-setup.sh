@@ -39,4 +39,8 @@ install() {
     # and waits for /dev/md/<name>, which mdadm's udev rules create.
     inst_multiple -o mdadm
     inst_rules 63-md-raid-arrays.rules
+    # Ignition formats and opens LUKS volumes with cryptsetup. dracut's dm module brings device-mapper's udev
+    # rules, which name the opened volume (/dev/mapper/<name>, /dev/disk/by-*), and keeps their udev records
+    # across switch-root (without them the real root's udev never labels a volume the initramfs opened).
+    inst_multiple -o cryptsetup
 }
