@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 OVERLAY_DIR = PACKAGE_DIR / "overlay"
 DRACUT_DIR = PACKAGE_DIR / "dracut"
 AGENT_DIR = PACKAGE_DIR / "agent"
-TREE_RECIPE_VERSION = "4"
+TREE_RECIPE_VERSION = "5"
 
 # Where the image keeps its own dracut inputs inside /usr (so a guest can rebuild its initrd).
 DRACUT_CONF_IN_USR = "lib/railyard/dracut.conf"
@@ -117,6 +118,8 @@ STATIC_LINKS: tuple[tuple[str, str], ...] = (
 
 # Where the image keeps the public key that update payloads must be signed with.
 SIGNING_KEY_IN_USR = "share/railyard/update-signing.pub"
+# tmpfiles.d entries that rebuild the image's /var skeleton on an empty /var (a /var partition of its own).
+VAR_TMPFILES_IN_USR = "lib/tmpfiles.d/railyard-var.conf"
 
 
 def tree_hash(root: Path) -> str:
@@ -358,6 +361,7 @@ def customise(tree: PreparedTree, channel: str, version: str, build_key: str, si
     if not any(line.startswith("wheel:") for line in group.splitlines()):
         run(["chroot", root, "groupadd", "--system", "wheel"], "groupadd wheel")
     run(["chroot", root, "visudo", "-c", "-q"], "checking sudoers")
+    write_var_tmpfiles(tree)
     # Transient directories come up empty at boot.
     for d in ("dev", "proc", "sys", "run", "tmp"):
         path = root / d
@@ -367,6 +371,57 @@ def customise(tree: PreparedTree, channel: str, version: str, build_key: str, si
                     shutil.rmtree(child)
                 else:
                     child.unlink()
+
+
+def tmpfiles_paths(text: str) -> set[str]:
+    """The paths a tmpfiles.d file names (its lines' second field)."""
+    paths = set()
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and not fields[0].startswith("#"):
+            paths.add(fields[1])
+    return paths
+
+
+def var_tmpfiles(root: Path, covered: AbstractSet[str] = frozenset()) -> str:
+    """tmpfiles.d lines that recreate the directories and symlinks of the tree's /var, with their modes and owners.
+
+    The packages' directories under /var (/var/log/audit, /var/lib/chrony...) exist only in the image's root file
+    system; a /var on a new, empty file system has none of them, and a service that expects its directory fails.
+    Paths another tmpfiles.d file already names (`covered`) are left to it: a path twice is a warning at boot.
+    Files are not recreated: what a package leaves there is state of the build, not of the machine.
+    """
+    lines = []
+    var = root / "var"
+    for dirpath, dirnames, filenames in os.walk(var):
+        dirnames.sort()
+        here = Path(dirpath)
+        for name in [*dirnames, *sorted(filenames)]:
+            path = here / name
+            guest_path = "/" + path.relative_to(root).as_posix()
+            if guest_path in covered or any(c in guest_path for c in " \t\\"):
+                continue
+            st = os.lstat(path)
+            if path.is_symlink():
+                lines.append(f"L {guest_path} - - - - {os.readlink(path)}")
+            elif path.is_dir():
+                lines.append(f"d {guest_path} {st.st_mode & 0o7777:04o} {st.st_uid} {st.st_gid} -")
+        dirnames[:] = [d for d in dirnames if not (here / d).is_symlink()]
+    header = "# The image's /var skeleton, recreated on an empty /var. Generated when the image is built.\n"
+    return header + "".join(line + "\n" for line in lines)
+
+
+def write_var_tmpfiles(tree: PreparedTree) -> None:
+    """Install var_tmpfiles() for the tree, leaving out the paths the tree's other tmpfiles.d files name."""
+    covered: set[str] = set()
+    for folder in (tree.usr / "lib" / "tmpfiles.d", tree.root / "etc" / "tmpfiles.d"):
+        for conf in sorted(folder.glob("*.conf")) if folder.is_dir() else []:
+            if conf.is_file():
+                covered |= tmpfiles_paths(conf.read_text(errors="replace"))
+    target = tree.usr / VAR_TMPFILES_IN_USR
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(var_tmpfiles(tree.root, covered))
+    target.chmod(0o644)
 
 
 def split_usr(tree: PreparedTree, usr_dest: Path) -> Path:

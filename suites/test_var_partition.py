@@ -77,6 +77,8 @@ def test_var_is_mounted_from_its_own_partition_with_what_ignition_wrote(module_m
         m.succeed("sudo umount /run/railyard-root")
     # The system's own state lives there too: the persistent journal, made at boot by tmpfiles and journald.
     m.succeed("sudo test -d /var/log/journal/$(cat /etc/machine-id)")
+    # And the packages' directories, rebuilt by the image's tmpfiles.d skeleton: auditd logs on the new /var.
+    m.succeed("sudo test -d /var/log/audit && systemctl is-active auditd.service")
     assert m.settle() == "running"
 
 
