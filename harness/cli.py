@@ -94,6 +94,16 @@ def _checkpoints(args: argparse.Namespace) -> int:
     return 0
 
 
+def _list(args: argparse.Namespace) -> int:
+    from harness import listing
+
+    pytest_args = [a for a in args.pytest_args if a != "--"]
+    if not any(not a.startswith("-") for a in pytest_args):
+        pytest_args += listing.default_paths()
+    print(listing.run(pytest_args, as_json=args.json))
+    return 0
+
+
 def _image_upload(args: argparse.Namespace) -> int:
     from harness.registry import load_platform
     from images.build import ensure_image
@@ -165,6 +175,17 @@ def parser(platform: str | None = None) -> argparse.ArgumentParser:
     checkpoints.add_argument("--dir", help="where they are (default: ~/.cache/railyard/checkpoints)")
     checkpoints.add_argument("--clear", action="store_true", help="delete them all")
     checkpoints.set_defaults(func=_checkpoints)
+
+    listing = sub.add_parser(
+        "list",
+        help="the suites' tests with their markers resolved (what `pytest ARGS` would run; nothing boots)",
+        description="List the tests `pytest ARGS` would run (default ARGS: suites/), with their markers "
+        "resolved: platforms, channels, distros, cluster size, capabilities, minimum version, tags, machine "
+        "options. Example: railyard list --json -- --platform libvirt --channel alpha suites/",
+    )
+    listing.add_argument("--json", action="store_true", help="print JSON (one object per test function)")
+    listing.add_argument("pytest_args", nargs=argparse.REMAINDER, help="pytest's arguments (after --)")
+    listing.set_defaults(func=_list)
 
     if platform is not None:
         from harness.registry import load_platform

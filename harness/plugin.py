@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
+import platform as host_platform
 import signal
 import sys
 import threading
@@ -13,6 +15,7 @@ from typing import Any, Literal
 
 import pytest
 
+from harness import denylist, shard
 from harness.acceleration import ACCEL_CHOICES
 from harness.consolecheck import describe, split_starvation
 from harness.distros import known_distros
@@ -32,6 +35,9 @@ from harness.warm import WARM_MODES
 log = logging.getLogger(__name__)
 
 RUN_KEY = pytest.StashKey[Run]()
+DENYLIST_KEY = pytest.StashKey[list[denylist.Entry]]()
+SHARD_KEY = pytest.StashKey[shard.Shard | None]()
+WARN_ONLY_KEY = pytest.StashKey[str]()
 REPORTS_KEY = pytest.StashKey[dict[str, pytest.TestReport]]()
 FACTORIES_KEY = pytest.StashKey[list[MachineFactory]]()
 MODULE_MACHINE_FIXTURES = frozenset({"module_machine", "module_cluster"})
@@ -124,6 +130,30 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="keep console, journal and Ignition artifacts of passing tests too",
     )
     group.addoption(
+        "--denylist",
+        dest="railyard_denylist",
+        default=None,
+        metavar="FILE",
+        help="known failures (YAML, the shape of kola-denylist.yaml): matching tests are skipped with the "
+        "tracker in the reason until their snooze date, or run warn-only",
+    )
+    group.addoption(
+        "--tag",
+        dest="railyard_tags",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="run only the tests tagged NAME (@pytest.mark.tags; repeatable: any of them)",
+    )
+    group.addoption(
+        "--shard",
+        dest="railyard_shard",
+        default=None,
+        metavar="I/N",
+        help="run only shard I of N (counted from 1): a deterministic split in which a shared machine's tests "
+        "stay together; the N shards together run every selected test once",
+    )
+    group.addoption(
         "--save-durations",
         dest="save_durations",
         action="store_true",
@@ -172,6 +202,10 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{signature}: {doc}")
     try:
         run = Run(config)
+        given = config.getoption("railyard_denylist", None)
+        config.stash[DENYLIST_KEY] = denylist.load(Path(given)) if given else []
+        given = config.getoption("railyard_shard", None)
+        config.stash[SHARD_KEY] = shard.parse_shard(given) if given else None
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from exc
     config.stash[RUN_KEY] = run
@@ -262,6 +296,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """
     durations = {d: read_durations(d) for d in {item.path.parent for item in items}}
     items[:] = longest_modules_first(items, {d: r for d, r in durations.items() if r})
+    _keep_tagged(config, items)
+    _keep_shard(config, items, durations)
+    _apply_denylist(config, items)
     if getattr(config, "workerinput", None) is None or not config.getvalue("loadgroup"):
         return
     for item in items:
@@ -271,6 +308,72 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue  # not grouped, an older pytest, or already named by xdist
         group = mark.args[0] if mark.args else mark.kwargs.get("name", "default")
         setattr(item, "_id", type(ident).parse(f"{item.nodeid}@{group}"))  # noqa: B010
+
+
+def _group(item: pytest.Item) -> str:
+    mark = item.get_closest_marker("xdist_group")
+    if mark is None:
+        return item.nodeid
+    return str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+
+
+def _keep_tagged(config: pytest.Config, items: list[pytest.Item]) -> None:
+    wanted = set(config.getoption("railyard_tags", None) or ())
+    if not wanted:
+        return
+    kept = [item for item in items if _requirements(item).tags & wanted]
+    dropped = [item for item in items if not _requirements(item).tags & wanted]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+    items[:] = kept
+
+
+def _keep_shard(
+    config: pytest.Config, items: list[pytest.Item], durations: dict[Path, dict[str, float]]
+) -> None:
+    wanted = config.stash.get(SHARD_KEY, None)
+    if wanted is None:
+        return
+    seconds = {str(d / name): s for d, record in durations.items() for name, s in record.items()}
+    parts = shard.split(items, wanted.count, _group, lambda item: str(item.path), seconds)
+    kept = parts[wanted.index - 1]
+    kept_ids = {id(item) for item in kept}
+    dropped = [item for item in items if id(item) not in kept_ids]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+    items[:] = kept
+
+
+def _target_of(item: pytest.Item) -> Target | None:
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    for name in ("railyard_target", "railyard_module_target"):
+        if isinstance(params.get(name), Target):
+            target: Target = params[name]
+            return target
+    return None
+
+
+def _apply_denylist(config: pytest.Config, items: list[pytest.Item]) -> None:
+    entries = config.stash.get(DENYLIST_KEY, [])
+    if not entries:
+        return
+    run = config.stash[RUN_KEY]
+    today = datetime.date.today()
+    arch = host_platform.machine()
+    for item in items:
+        target = _target_of(item)
+        function = getattr(item, "function", None)
+        names = denylist.test_names(
+            item.nodeid, getattr(item, "originalname", item.name), getattr(function, "__doc__", None)
+        )
+        channel = target.channel if target else run.default_channel
+        decision = denylist.decide(entries, names, channel, run.platform_name, arch, today)
+        if decision.skip:
+            item.add_marker(pytest.mark.skip(reason=decision.skip))
+        elif decision.warn:
+            item.stash[WARN_ONLY_KEY] = decision.warn
+            item.add_marker(pytest.mark.xfail(reason=decision.warn, strict=False))
+            item.user_properties.append(("railyard denylist", decision.warn))
 
 
 # -- fixtures -----------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ MARKERS: dict[str, str] = {
     "flags(*names)": f"test flags: {', '.join(sorted(KNOWN_FLAGS))}",
     "timeout(seconds)": "fail the test if its body runs longer than this",
     "requires(*capabilities)": "skip unless the platform's machines have these capabilities",
+    "tags(*names)": "free-form tags (`--tag NAME` runs only the tests that carry one of the names given)",
     **machine_options.MARKERS,
 }
 
@@ -58,6 +59,7 @@ class Requirements:
     flags: set[str] = field(default_factory=set)
     timeout: float | None = None
     capabilities: set[str] = field(default_factory=set)
+    tags: set[str] = field(default_factory=set)
     machine: MachineOptions = field(default_factory=MachineOptions)
     """Extra disks and NICs, memory, firmware, kernel arguments (harness.machine_options)."""
 
@@ -118,6 +120,8 @@ def requirements_from_marks(marks: Iterable[Mark]) -> Requirements:
                     f"known: {', '.join(sorted(CAPABILITIES))}"
                 )
             req.capabilities |= set(_names(mark))
+        elif n == "tags":
+            req.tags |= set(_names(mark))
         elif machine_options.is_machine_option(n):
             req.machine = machine_options.fold(req.machine, mark)
     return req
