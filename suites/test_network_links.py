@@ -37,10 +37,14 @@ def _config() -> dict:
             f"[Network]\nAddress={STATIC_NET}.{number}/24\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n",
             mode=0o644,
         )
-    ports = " ".join(mac(s, m) for s in BOND_SEGMENTS for m in range(1, MACHINES + 1))
+    primary, backup = (" ".join(mac(s, m) for m in range(1, MACHINES + 1)) for s in BOND_SEGMENTS)
     files = {
-        # A port's MAC becomes the bond's once enslaved: match what it was made with.
-        "30-ry-bond-ports.network": f"[Match]\nPermanentMACAddress={ports}\n\n[Network]\nBond={BOND}\n",
+        # A port's MAC becomes the bond's once enslaved: match what it was made with. The first segment's port
+        # is each bond's primary: an active-backup bond receives only on its active port, so both machines
+        # must send and listen on the same segment (left to the order the ports come up in, they need not).
+        "30-ry-bond-primary.network": f"[Match]\nPermanentMACAddress={primary}\n\n"
+        f"[Network]\nBond={BOND}\nPrimarySlave=yes\n",
+        "30-ry-bond-backup.network": f"[Match]\nPermanentMACAddress={backup}\n\n[Network]\nBond={BOND}\n",
         "25-ry-bond0.netdev": f"[NetDev]\nName={BOND}\nKind=bond\n\n"
         "[Bond]\nMode=active-backup\nMIIMonitorSec=1s\n",
         "30-ry-bond0.network": f"[Match]\nName={BOND}\n\n"
@@ -106,7 +110,7 @@ def test_the_mtu_set_by_networkd_holds(pair):
 
 
 def test_a_bond_of_two_nics(pair):
-    """kola: cl.network.bond (active-backup over two NICs)"""
+    """kola: cl.network.bond (active-backup over two NICs, the primary port active)"""
     for number, m in enumerate(pair, start=1):
         bond = link(m, BOND)
         assert bond["linkinfo"]["info_kind"] == "bond", bond
@@ -115,6 +119,8 @@ def test_a_bond_of_two_nics(pair):
         enslaved = sorted(e["ifname"] for e in json.loads(m.succeed(f"ip -j link show master {BOND}")))
         assert enslaved == ports, (m.name, enslaved)
         assert "LOWER_UP" in bond["flags"], bond
+        active = m.succeed(f"cat /sys/class/net/{BOND}/bonding/active_slave").strip()
+        assert active == nic_named(m, mac(BOND_SEGMENTS[0], number)), (m.name, active)
 
 
 def test_a_vlan_on_the_bond_reaches_the_other_machine(pair):
