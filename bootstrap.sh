@@ -11,6 +11,7 @@ packages=(
   libvirt-daemon-system libvirt-clients libvirt-dev pkg-config  # --platform=libvirt (libvirt-python builds here)
   python3-venv python3-dev gcc                 # the virtualenv
   openssh-server iproute2                      # the cloud contract tests' guest: sshd in a network namespace
+  chromium                                     # the HTML report's test renders it headless
 )
 missing=()
 for pkg in "${packages[@]}"; do

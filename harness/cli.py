@@ -104,6 +104,20 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_merge(args: argparse.Namespace) -> int:
+    from harness import reports
+
+    report = reports.merge([Path(d) for d in args.dirs], Path(args.output))
+    counts = report.summary()
+    said = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in counts.items() if n)
+    print(
+        f"{len(report.tests)} tests: {said or 'none'} -> {args.output} (report.json, report.tap, junit.xml)"
+    )
+    if not args.gate:
+        return 0
+    return report.exit_code(1 if report.result == reports.FAIL else 0)
+
+
 def _image_upload(args: argparse.Namespace) -> int:
     from harness.registry import load_platform
     from images.build import ensure_image
@@ -175,6 +189,25 @@ def parser(platform: str | None = None) -> argparse.ArgumentParser:
     checkpoints.add_argument("--dir", help="where they are (default: ~/.cache/railyard/checkpoints)")
     checkpoints.add_argument("--clear", action="store_true", help="delete them all")
     checkpoints.set_defaults(func=_checkpoints)
+
+    report = sub.add_parser("report", help="the reports runs write").add_subparsers(
+        dest="report_command", required=True
+    )
+    merge = report.add_parser(
+        "merge",
+        help="merge the reports of several runs (shards, matrix jobs) into one",
+        description="Merge report.json, report.tap, report.html and junit.xml of the runs' output folders "
+        "into --output.",
+    )
+    merge.add_argument("dirs", nargs="+", metavar="DIR", help="a run's output folder (or its reports/)")
+    merge.add_argument("--output", required=True, metavar="DIR", help="where the merged reports go")
+    merge.add_argument(
+        "--gate",
+        action="store_true",
+        help="exit as the merged run would: 1 if a test failed, 10 if only the infrastructure did, 11 if only "
+        "warn-only tests did",
+    )
+    merge.set_defaults(func=_report_merge)
 
     listing = sub.add_parser(
         "list",

@@ -7,6 +7,7 @@ import logging
 import platform as host_platform
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
@@ -15,11 +16,11 @@ from typing import Any, Literal
 
 import pytest
 
-from harness import denylist, shard
+from harness import denylist, reports, shard
 from harness.acceleration import ACCEL_CHOICES
 from harness.consolecheck import describe, split_starvation
 from harness.distros import known_distros
-from harness.errors import ConfigError, ConsoleCheckError, WaitTimeout
+from harness.errors import ConfigError, ConsoleCheckError, ImageError, PlatformError, WaitTimeout
 from harness.factory import MachineFactory, safe_name
 from harness.host_files import HostFiles
 from harness.image_choice import ImageChoice
@@ -27,6 +28,7 @@ from harness.machine import GuestMachine
 from harness.machine_options import kernel_args_refusal
 from harness.ordering import longest_modules_first, module_seconds, read_durations, save_durations
 from harness.registry import load_platform, platform_names
+from harness.report_recorder import PROPERTY_DENYLIST, PROPERTY_FLAKY, PROPERTY_IMAGE_VERSION, ReportRecorder
 from harness.run import Run
 from harness.shape import add_shape_options
 from harness.targets import MARKERS, Requirements, Target, channels_for, requirements_from_marks, skip_reason
@@ -38,6 +40,10 @@ RUN_KEY = pytest.StashKey[Run]()
 DENYLIST_KEY = pytest.StashKey[list[denylist.Entry]]()
 SHARD_KEY = pytest.StashKey[shard.Shard | None]()
 WARN_ONLY_KEY = pytest.StashKey[str]()
+TARGET_KEY = pytest.StashKey[Target]()
+"""The target a test (or a module's shared machine) resolved to: platform, channel, distro, image version."""
+INFRASTRUCTURE_ERRORS = (PlatformError, ImageError)
+"""Errors that say the platform or the image failed, not the OS under test (a BootError is the OS's)."""
 REPORTS_KEY = pytest.StashKey[dict[str, pytest.TestReport]]()
 FACTORIES_KEY = pytest.StashKey[list[MachineFactory]]()
 MODULE_MACHINE_FIXTURES = frozenset({"module_machine", "module_cluster"})
@@ -138,6 +144,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "tracker in the reason until their snooze date, or run warn-only",
     )
     group.addoption(
+        "--rerun",
+        dest="railyard_rerun",
+        type=int,
+        default=0,
+        metavar="N",
+        help="rerun a failed test up to N times (pytest-rerunfailures); one that passes on a rerun is reported "
+        "as flaky",
+    )
+    group.addoption(
         "--tag",
         dest="railyard_tags",
         action="append",
@@ -196,6 +211,7 @@ def _install_stop_signals() -> None:
             signal.signal(sig, _stop_on_signal)
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     _install_stop_signals()
     for signature, doc in MARKERS.items():
@@ -210,6 +226,21 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from exc
     config.stash[RUN_KEY] = run
     workerinput = getattr(config, "workerinput", None)
+    rerun = config.getoption("railyard_rerun", 0)
+    if rerun < 0:
+        raise pytest.UsageError(f"--rerun {rerun}: a number of reruns is 0 or more")
+    if rerun:
+        config.option.reruns = rerun
+    if workerinput is None and not config.getoption("collectonly", False) and not config.getoption("help"):
+        # The run's reports: kola's report.json and TAP (harness.reports), and pytest's JUnit file.
+        asked = config.getoption("xmlpath", None)
+        junit = Path(asked) if asked else Path(tempfile.gettempdir()) / f"railyard-junit-{run.run_id}.xml"
+        if not asked:
+            config.option.xmlpath = str(junit)
+        recorder = ReportRecorder(
+            run.output_dir, run.platform_name, bool(config.getoption("output_dir")), junit, not asked
+        )
+        config.pluginmanager.register(recorder, "railyard-reports")
     if workerinput is not None and workerinput.get("railyard_loadgroup"):
         # A worker parses the command line anew (`-n 2` alone means `load` there): it must still name its
         # items by group, or the controller's loadgroup scheduler sees every test as a group of its own.
@@ -373,7 +404,7 @@ def _apply_denylist(config: pytest.Config, items: list[pytest.Item]) -> None:
         elif decision.warn:
             item.stash[WARN_ONLY_KEY] = decision.warn
             item.add_marker(pytest.mark.xfail(reason=decision.warn, strict=False))
-            item.user_properties.append(("railyard denylist", decision.warn))
+            item.user_properties.append((PROPERTY_DENYLIST, decision.warn))
 
 
 # -- fixtures -----------------------------------------------------------------------------------------
@@ -407,6 +438,7 @@ def _target_and_image(request: pytest.FixtureRequest, run: Run, node: Any) -> tu
     )
     if reason:
         pytest.skip(reason)
+    node.stash[TARGET_KEY] = full
     return full, image
 
 
@@ -436,6 +468,9 @@ def _factory(
 ) -> Iterator[MachineFactory]:
     # A module's shared machine is booted once per channel: the directory names both.
     suffix = "" if isinstance(node, pytest.Item) else f"[{run.platform_name}-{image.channel}]"
+    attempt = int(getattr(request.node, "execution_count", 1) or 1)
+    if isinstance(node, pytest.Item) and attempt > 1:
+        suffix = f"-attempt{attempt}"  # a rerun keeps what the failed attempt left
     directory = run.output_dir / safe_name(node.nodeid.replace("/", ".") + suffix, 120)
     label = node.name if hasattr(node, "name") else "machine"
     factory = MachineFactory(run, image, _requirements(node), directory, label.split("[")[0], node.nodeid)
@@ -576,10 +611,57 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
     return result
 
 
+def _target_properties(item: pytest.Item) -> list[tuple[str, str]]:
+    target = item.stash.get(TARGET_KEY, None)
+    module = item.getparent(pytest.Module)
+    if target is None and module is not None:
+        target = module.stash.get(TARGET_KEY, None)
+    if target is None:
+        target = _target_of(item)
+    if target is None:
+        return []
+    properties = [("platform", target.platform), ("channel", target.channel)]
+    if target.distro:
+        properties.append(("distro", target.distro))
+    if target.version:
+        properties.append((PROPERTY_IMAGE_VERSION, target.version))
+    return properties
+
+
+def _artifact_properties(item: pytest.Item) -> list[tuple[str, str]]:
+    """Where the console, journal and Ignition config of each of the test's machines are (the files that are
+    still there once the test has ended: passing tests' artifacts are deleted unless --keep-artifacts)."""
+    factories = [*item.stash.get(FACTORIES_KEY, [])]
+    module = item.getparent(pytest.Module)
+    module_factory = module.stash.get(_MODULE_FACTORY, None) if module is not None else None
+    if module_factory is not None:
+        factories.append(module_factory)
+    properties = []
+    for factory in factories:
+        for name in ("console.txt", "journal.txt", "ignition.json", "timeline.svg"):
+            for path in sorted(factory.directory.glob(f"*/{name}")):
+                properties.append((f"{name.partition('.')[0]} {path.parent.name}", str(path)))
+    return properties
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     report: pytest.TestReport = yield
     item.stash.setdefault(REPORTS_KEY, {})[report.when] = report
+    if report.when == "setup":
+        known = {k for k, _ in item.user_properties}
+        item.user_properties.extend(p for p in _target_properties(item) if p[0] not in known)
+    if report.failed and call.excinfo is not None and call.excinfo.errisinstance(INFRASTRUCTURE_ERRORS):
+        item.user_properties.append((reports.PROPERTY_FAILURE, reports.INFRASTRUCTURE))
+    attempt = int(getattr(item, "execution_count", 1) or 1)
+    if report.when == "call" and report.passed and attempt > 1:
+        item.user_properties.append(
+            (PROPERTY_FLAKY, f"passed on attempt {attempt} after {attempt - 1} failed")
+        )
+    if report.when == "teardown":
+        known = {k for k, _ in item.user_properties}
+        item.user_properties.extend(p for p in _artifact_properties(item) if p[0] not in known)
+    report.user_properties = list(item.user_properties)
     if report.failed and item.parent is not None:
         failures = item.parent.stash.get(_MODULE_FAILURES, None)
         if failures is not None:

@@ -1,5 +1,5 @@
 """What the harness keeps of each machine: the console and journal checked after every test, and the
-artifacts written when a test fails (journal.txt, the platform's own files)."""
+artifacts written when a test fails (journal.txt, the boot timeline timeline.svg, the platform's own files)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from harness.machine import GuestMachine
 log = logging.getLogger(__name__)
 
 JOURNAL_TIMEOUT = 120.0
+TIMELINE_TIMEOUT = 60.0
 
 
 @dataclass
@@ -63,6 +64,18 @@ class MachineRecord:
         self.journal_parts.append(text)
         return text
 
+    def boot_timeline(self) -> str:
+        """The guest's picture of its boot (`systemd-analyze plot`, SVG), or "" when it cannot say (down, no
+        SSH, the boot not finished)."""
+        if not self.ssh or not self.guest.vm.is_running():
+            return ""
+        try:
+            result = self.guest.execute("systemd-analyze plot", timeout=TIMELINE_TIMEOUT)
+        except RailyardError as exc:
+            log.debug("%s: no boot timeline: %s", self.name, exc)
+            return ""
+        return result.stdout if result.status == 0 and "<svg" in result.stdout else ""
+
     def journal_from_disk(self) -> list[str]:
         """Stop a machine whose journal SSH could not read and read it from its own disk. Returns notes."""
         disk = self.guest.vm.disk_path()
@@ -88,6 +101,10 @@ class MachineRecord:
         if failed and not self.journal_parts and not keep:
             notes += self.journal_from_disk()
         workdir = self.guest.vm.spec.workdir
+        if failed:
+            timeline = self.boot_timeline()
+            if timeline:
+                (workdir / "timeline.svg").write_text(timeline)
         if self.journal_parts:
             (workdir / "journal.txt").write_text("\n".join(self.journal_parts) + "\n")
         for name, text in self.guest.vm.artifacts().items():

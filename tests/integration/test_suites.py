@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import xml.etree.ElementTree as ET
+
+from images.build import CHANNEL_VERSIONS
 from tests.integration.helpers import (
     SUITES,
     collected,
@@ -30,3 +34,16 @@ def test_every_suite_passes_on_qemu_with_two_workers(pytester):
     out = pytester.path / "out"
     assert qemu_processes_under(out) == []
     assert leftover_disks(out) == []
+
+    # The run's reports say the same, with what each test ran against.
+    report = json.loads((out / "reports" / "report.json").read_text())
+    assert (report["result"], report["platform"]) == ("PASS", "qemu")
+    assert len(report["tests"]) == expected
+    assert {t["result"] for t in report["tests"]} == {"PASS"}
+    assert set(report["version"].split(",")) == set(CHANNEL_VERSIONS.values())
+    junit = ET.parse(out / "reports" / "junit.xml").getroot()
+    for case in junit.iter("testcase"):
+        properties = {p.get("name"): p.get("value") for p in case.iter("property")}
+        assert properties["platform"] == "qemu", case.get("name")
+        assert properties["channel"] in ("alpha", "beta", "stable", "lts"), case.get("name")
+        assert any(name.startswith("start ") for name in properties), case.get("name")

@@ -6,7 +6,7 @@ import datetime
 
 import pytest
 
-from harness import denylist
+from harness import denylist, reports
 from harness.errors import ConfigError
 from tests.integration.helpers import run_inner
 
@@ -137,7 +137,7 @@ def test_the_plugin_skips_and_warns_as_the_file_says(pytester: pytest.Pytester) 
     out = result.stdout.str()
     assert "denylisted: https://tracker.example/7" in out
     assert "warn-only: T-8" in out
-    assert result.ret == 0
+    assert result.ret == reports.EXIT_WARN_ONLY, "the run passed but for a warn-only failure"
 
 
 def test_a_malformed_denylist_stops_the_run_before_anything_starts(pytester: pytest.Pytester) -> None:

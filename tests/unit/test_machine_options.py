@@ -339,7 +339,9 @@ def test_a_cloud_skips_what_it_cannot_give_before_anything_is_made(pytester):
     result.stdout.fnmatch_lines(
         ["*@pytest.mark.disks: on aws, machines get no extra disks; @pytest.mark.memory:*"]
     )
-    assert not (pytester.path / "out").exists(), "no platform, image or key was set up"
+    out = pytester.path / "out"
+    made = sorted(p.name for p in out.iterdir()) if out.exists() else []
+    assert made in ([], ["reports"]), f"no platform, image or key was set up: {made}"
 
 
 def test_the_markers_are_registered(pytester):
