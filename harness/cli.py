@@ -118,6 +118,25 @@ def _report_merge(args: argparse.Namespace) -> int:
     return report.exit_code(1 if report.result == reports.FAIL else 0)
 
 
+def _spawn(args: argparse.Namespace) -> int:
+    from harness import spawn
+
+    settings = spawn.SpawnSettings(
+        count=args.count,
+        ignition=args.ignition,
+        butane=args.butane,
+        ssh=args.ssh or args.command is not None,
+        keep=args.keep,
+        command=args.command,
+    )
+    pytest_args = ["--platform", args.platform]
+    for flag, value in (("--channel", args.channel), ("--image", args.image), ("--distro", args.distro)):
+        if value:
+            pytest_args += [flag, value]
+    pytest_args += [a for a in args.pytest_args if a != "--"]
+    return spawn.run(settings, pytest_args)
+
+
 def _image_upload(args: argparse.Namespace) -> int:
     from harness.registry import load_platform
     from images.build import ensure_image
@@ -208,6 +227,30 @@ def parser(platform: str | None = None) -> argparse.ArgumentParser:
         "warn-only tests did",
     )
     merge.set_defaults(func=_report_merge)
+
+    spawn = sub.add_parser(
+        "spawn",
+        help="boot machines for a person: print how to reach them, --ssh into the first; destroyed on exit",
+        description="Boot N machines (provisioned as a test's are) and print how to reach each (ssh command, "
+        "console path). With --ssh, open an interactive SSH session to the first and destroy everything when "
+        "it ends; without, wait for Ctrl-C. --keep leaves them running and says how to delete them. Options "
+        "after -- go to pytest (platform options, --warm, --memory...). Example: railyard spawn --butane "
+        "web.bu --channel beta --ssh",
+    )
+    spawn.add_argument("--platform", default="qemu", help="where the machines boot (default: qemu)")
+    spawn.add_argument("-n", "--count", type=int, default=1, help="how many machines (default: 1)")
+    spawn.add_argument("--ignition", metavar="FILE", help="an Ignition config (JSON) for the machines")
+    spawn.add_argument("--butane", metavar="FILE", help="a Butane config for the machines")
+    spawn.add_argument("--channel", help="release channel of the default image (default: stable)")
+    spawn.add_argument("--image", metavar="PATH", help="the image to boot (default: the default image)")
+    spawn.add_argument("--distro", help="the OS of --image when its metadata does not say")
+    spawn.add_argument(
+        "--ssh", action="store_true", help="open an interactive SSH session to the first machine"
+    )
+    spawn.add_argument("--command", help="run this in the first machine over SSH (implies --ssh), then end")
+    spawn.add_argument("--keep", action="store_true", help="leave the machines running when spawn ends")
+    spawn.add_argument("pytest_args", nargs=argparse.REMAINDER, help="pytest options (after --)")
+    spawn.set_defaults(func=_spawn)
 
     listing = sub.add_parser(
         "list",
