@@ -8,6 +8,7 @@ from pathlib import Path
 
 from harness.distros import Distro, get_distro
 from harness.errors import ConfigError
+from harness.progress import heartbeat, say
 from images.metadata import ImageMetadata, read_metadata
 
 
@@ -40,7 +41,8 @@ def resolve_image(
         return ImageChoice(Path(), None, get_distro(distro or "flatcar"), channel)
     from images.build import ensure_image
 
-    built = ensure_image(channel=channel)
+    with heartbeat(f"the default image ({channel})"):
+        built = ensure_image(channel=channel, progress=lambda line: say(str(line)))
     meta = read_metadata(built.path)
     return ImageChoice(built.path, meta, get_distro(distro or (meta.distro if meta else "railyard")), channel)
 

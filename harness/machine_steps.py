@@ -9,6 +9,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from harness.progress import heartbeat
+
 log = logging.getLogger("harness.machine")
 
 _depth = threading.local()
@@ -29,7 +31,11 @@ def step(machine: str, what: str) -> Iterator[None]:
     started = time.monotonic()
     _depth.value = depth + 1
     try:
-        yield
+        if depth == 0:  # a long call (a reboot, an update) says it is still going (harness.progress)
+            with heartbeat(f"{machine}: {what}"):
+                yield
+        else:
+            yield
     except BaseException as exc:
         log.info("%s%s: %s failed after %.1f s: %s", indent, machine, what, time.monotonic() - started,
                  type(exc).__name__)  # fmt: skip

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import pytest
 
-from harness import denylist, reports, shard
+from harness import denylist, progress, reports, shard
 from harness.acceleration import ACCEL_CHOICES
 from harness.consolecheck import describe, split_starvation
 from harness.distros import known_distros
@@ -153,6 +153,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "as flaky",
     )
     group.addoption(
+        "--progress",
+        dest="railyard_progress",
+        type=float,
+        default=progress.DEFAULT_INTERVAL,
+        metavar="SECONDS",
+        help="while the run waits (an image build, a boot, a reboot), say what for and how long, every SECONDS "
+        f"(default {progress.DEFAULT_INTERVAL:.0f}; 0: never)",
+    )
+    group.addoption(
         "--tag",
         dest="railyard_tags",
         action="append",
@@ -226,6 +235,8 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from exc
     config.stash[RUN_KEY] = run
     workerinput = getattr(config, "workerinput", None)
+    worker = str(workerinput.get("workerid", "")) if workerinput is not None else ""
+    progress.configure(config.getoption("railyard_progress", progress.DEFAULT_INTERVAL), worker)
     rerun = config.getoption("railyard_rerun", 0)
     if rerun < 0:
         raise pytest.UsageError(f"--rerun {rerun}: a number of reruns is 0 or more")

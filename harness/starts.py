@@ -26,6 +26,7 @@ from pathlib import Path
 from harness.acceleration import Timeouts
 from harness.errors import BootError, CheckpointError, RailyardError, WaitTimeout
 from harness.machine import GuestMachine
+from harness.progress import heartbeat, last_line
 from harness.retry import poll
 from harness.warm import (
     START_COLD,
@@ -165,9 +166,10 @@ class MachineStarter:
 
     def _up(self, guest: GuestMachine, settle: bool) -> None:
         try:
-            guest.wait_for_ssh()
-            if settle:
-                guest.settle()
+            with heartbeat(f"{guest.name}: starting", lambda: "console: " + last_line(guest.console_text())):
+                guest.wait_for_ssh()
+                if settle:
+                    guest.settle()
         except RailyardError as exc:
             tail = "\n".join(guest.console_text().splitlines()[-25:])
             raise BootError(
