@@ -125,6 +125,7 @@ class ReportRecorder:
         try:
             reports.write(report, self.directory)
             if self.junit.is_file():
+                reports.fold_reruns(self.junit, tests)
                 target = self.directory / reports.JUNIT_XML
                 if self.junit_staged:
                     shutil.move(self.junit, target)

@@ -267,6 +267,45 @@ def merge_reports(reports: Sequence[RunReport]) -> RunReport:
     )
 
 
+def fold_reruns(path: Path, tests: Sequence[TestRecord]) -> int:
+    """Fold the failed attempts of rerun tests in a JUnit file into their final test case, as Maven Surefire
+    writes reruns (and Jenkins and GitLab read them): pytest writes a test case per attempt, and an attempt
+    pytest-rerunfailures reruns has no result in it, so it would read as a pass. The final test case gets a
+    `<flakyFailure>` (it passed) or `<rerunFailure>` (it failed) per failed attempt, with that attempt's
+    output. Returns how many test cases were folded."""
+    from _pytest.junitxml import mangle_test_address
+
+    rerun = {}
+    for test in tests:
+        if test.reruns:
+            names = mangle_test_address(test.name)
+            rerun[(".".join(names[:-1]), names[-1])] = test
+    if not rerun:
+        return 0
+    tree = ET.parse(path)
+    folded = 0
+    for suite in tree.getroot().iter("testsuite"):
+        groups: dict[tuple[str, str], list[ET.Element]] = {}
+        for case in suite.findall("testcase"):
+            groups.setdefault((case.get("classname", ""), case.get("name", "")), []).append(case)
+        removed = 0
+        for key, cases in groups.items():
+            found = rerun.get(key)
+            if found is None or len(cases) < 2:
+                continue
+            final = cases[-1]
+            tag = "flakyFailure" if found.result == PASS else "rerunFailure"
+            for earlier in cases[:-1]:
+                suite.remove(earlier)
+                removed += 1
+            for n, output in enumerate(found.rerun_outputs, start=1):
+                element = ET.SubElement(final, tag, message=f"attempt {n} failed", type="rerun")
+                ET.SubElement(element, "stackTrace").text = output
+        folded += removed  # pytest counted no result for them: the suite's totals stay
+    tree.write(path, encoding="utf-8", xml_declaration=True)
+    return folded
+
+
 def merge_junit(files: Sequence[Path], output: Path) -> None:
     """The test suites of several JUnit files under one <testsuites>, with its totals."""
     merged = ET.Element("testsuites")

@@ -150,9 +150,16 @@ def test_a_run_writes_its_reports_and_a_flaky_test_shows_as_flaky_in_each(
     assert "# TODO warn-only: T-5" in tap
 
     junit = ET.parse(folder / "junit.xml").getroot()
+    names = [c.get("name") for c in junit.iter("testcase")]
+    assert len(names) == len(set(names)) == 6, "one test case per test: the failed attempts are folded in"
+    assert sum(int(s.get("tests", "0")) for s in junit.iter("testsuite")) == 6
     cases = {c.get("name"): c for c in junit.iter("testcase")}
     flaky_props = {p.get("name"): p.get("value") for p in cases["test_flaky"].iter("property")}
     assert flaky_props["railyard flaky"] == "passed on attempt 2 after 1 failed"
+    [attempt] = cases["test_flaky"].findall("flakyFailure")
+    assert "fails the first time" in attempt.findtext("stackTrace")
+    assert cases["test_fails"].find("failure") is not None
+    assert len(cases["test_fails"].findall("rerunFailure")) == 1
     broken = {p.get("name"): p.get("value") for p in cases["test_on_a_broken_platform"].iter("property")}
     assert broken["railyard failure"] == "infrastructure"
 
