@@ -21,6 +21,13 @@ from typing import Any
 import pytest
 
 from harness.machine import GuestMachine
+from harness.omaha_protocol import (
+    EVENT_DOWNLOAD_FINISHED,
+    EVENT_DOWNLOAD_STARTED,
+    EVENT_UPDATE_COMPLETE,
+    RESULT_SUCCESS,
+    RESULT_SUCCESS_REBOOT,
+)
 from harness.update_server import BadPayload, UpdateServer, make_ext4, point_at
 
 # -- fixtures ------------------------------------------------------------------------------------------
@@ -73,3 +80,36 @@ __all__ = [
     "omaha",
     "update_machine",
 ]
+
+
+# How long the agent may take to report after a boot (it waits for boot-complete.target first).
+REPORT_TIMEOUT = 300.0
+
+
+def events_of(omaha: UpdateServer, machine: GuestMachine, after: int = 0) -> list[tuple[Any, Any, Any]]:
+    """The (event type, result, error code) of what `machine` reported to `omaha` since event `after`."""
+    return [(e.event_type, e.event_result, e.error_code) for e in omaha.machine_events(machine, after)]
+
+
+def update_and_reboot(machine: GuestMachine, omaha: UpdateServer, steps: int = 1) -> Any:
+    """Publish the version `steps` after the image's, update to it, reboot; return what was published
+    (asserting each step: the download and install events, the other slot booted, the new version reported)."""
+    before = machine.os.booted_slot()
+    previous = machine.os.version()
+    published = omaha.publish_next(machine.channel, steps)
+    start = len(omaha.events)
+    machine.os.update()
+    assert events_of(omaha, machine, start) == [
+        (EVENT_DOWNLOAD_STARTED, RESULT_SUCCESS, None),
+        (EVENT_DOWNLOAD_FINISHED, RESULT_SUCCESS, None),
+        (EVENT_UPDATE_COMPLETE, RESULT_SUCCESS, None),
+    ]
+    machine.reboot()
+    assert machine.os.booted_slot() != before
+    assert machine.os.version() == published.version
+    done = omaha.wait_for_machine_event(
+        machine, EVENT_UPDATE_COMPLETE, RESULT_SUCCESS_REBOOT, timeout=REPORT_TIMEOUT, after=start
+    )
+    assert done.previous_version == previous
+    assert done.version == published.version
+    return published

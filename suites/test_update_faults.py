@@ -1,0 +1,70 @@
+"""What the update agent refuses and survives: payloads that must not be installed, and a power cut while it
+writes the other slot. Neither depends on the channel (every channel's agent and boot loader are the same
+program), so these run on the run's channels (`--channel`), by default the image's own: once, where
+test_update.py runs update and rollback on every channel.
+"""
+
+import pytest
+
+from harness.errors import UpdateError
+from harness.omaha_protocol import EVENT_UPDATE_COMPLETE, RESULT_ERROR, RESULT_SUCCESS
+from harness.update_fixtures import events_of, update_and_reboot
+from harness.update_server import BadPayload
+
+pytestmark = [
+    pytest.mark.requires("host-services"),  # the guest downloads from the tests' Omaha server
+    pytest.mark.distros("railyard"),  # the payloads published are the default image's own /usr
+]
+
+
+def test_power_cut_during_install_then_two_updates(update_machine, omaha):
+    m = update_machine
+    n = m.os.version()
+    omaha.publish_next(m.channel)
+    m.os.start_update()
+    # Cut the power while railyard-slot writes the payload to USR-B.
+    m.succeed(
+        "timeout 900 sh -c 'until pgrep -x dd >/dev/null; do sleep 0.1; done'",
+        timeout=960.0,
+    )
+    m.hard_reset(timeout=m.timeouts.reboot * 3)  # firmware takes longer after a reset than after a reboot
+
+    assert m.os.booted_slot() == "USR-A"
+    assert m.os.version() == n
+    status = m.os.slot_status()
+    assert status["next"] == "USR-A", status
+    assert status["slot_b_state"] == "none", status  # no boot entry for a half-written slot
+
+    # The update runs again from the start and succeeds: A -> B with N+1, then B -> A with N+2.
+    update_and_reboot(m, omaha, steps=1)
+    assert m.os.booted_slot() == "USR-B"
+    update_and_reboot(m, omaha, steps=2)
+    assert m.os.booted_slot() == "USR-A"
+    assert m.os.slot_status()["slot_a_state"] == "good"
+
+
+def test_bad_payloads_are_refused(update_machine, omaha):
+    # One boot for all four: a refusal writes nothing, so each one starts where the last one left off.
+    m = update_machine
+    n = m.os.version()
+    slots_before = m.os.slot_status()
+    for kind in BadPayload:
+        start = len(omaha.events)
+        omaha.publish_bad(m.channel, kind)
+
+        with pytest.raises(UpdateError):
+            m.os.update()
+
+        status = m.os.update_status()
+        assert status["LAST_ERROR_CODE"] == str(kind.error_code), (kind, status)
+        refused = omaha.wait_for_machine_event(
+            m, EVENT_UPDATE_COMPLETE, RESULT_ERROR, timeout=60, after=start
+        )
+        assert refused.error_code == kind.error_code, kind
+        assert (EVENT_UPDATE_COMPLETE, RESULT_SUCCESS, None) not in events_of(omaha, m, start), kind
+        assert m.os.slot_status() == slots_before, kind  # nothing written to the boot order
+
+    m.reboot()
+    assert m.os.booted_slot() == "USR-A"
+    assert m.os.version() == n
+    assert m.os.slot_status()["slot_b_state"] == "none"
