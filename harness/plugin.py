@@ -348,15 +348,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         ident = getattr(item, "_id", None)
         if mark is None or ident is None or "@" in item.nodeid.rpartition("]")[2]:
             continue  # not grouped, an older pytest, or already named by xdist
-        group = mark.args[0] if mark.args else mark.kwargs.get("name", "default")
-        setattr(item, "_id", type(ident).parse(f"{item.nodeid}@{group}"))  # noqa: B010
+        setattr(item, "_id", type(ident).parse(f"{item.nodeid}@{_group_name(mark)}"))  # noqa: B010
+
+
+def _group_name(mark: pytest.Mark) -> str:
+    """The name an `xdist_group` mark gives (as xdist reads it)."""
+    return str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
 
 
 def _group(item: pytest.Item) -> str:
+    """The unit a shard keeps whole: the item's xdist group, or the item alone."""
     mark = item.get_closest_marker("xdist_group")
-    if mark is None:
-        return item.nodeid
-    return str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+    return item.nodeid if mark is None else _group_name(mark)
 
 
 def _keep_tagged(config: pytest.Config, items: list[pytest.Item]) -> None:
