@@ -46,4 +46,6 @@ def test_every_suite_passes_on_qemu_with_two_workers(pytester):
         properties = {p.get("name"): p.get("value") for p in case.iter("property")}
         assert properties["platform"] == "qemu", case.get("name")
         assert properties["channel"] in ("alpha", "beta", "stable", "lts"), case.get("name")
-        assert any(name.startswith("start ") for name in properties), case.get("name")
+        # How each machine came up (a test whose machine fails its first boot on purpose has none).
+        if case.get("classname", "").endswith(("test_basic", "test_update")):
+            assert any(name.startswith("start ") for name in properties), case.get("name")
