@@ -1,5 +1,6 @@
-"""What the update agent refuses and survives: payloads that must not be installed, and a power cut while it
-writes the other slot. Neither depends on the channel (every channel's agent and boot loader are the same
+"""What the update agent and the boot loader refuse and survive: an update that does not boot (the machine
+falls back by itself), payloads that must not be installed, and a power cut while the agent writes the other
+slot. Neither depends on the channel (every channel's agent and boot loader are the same
 program), so these run on the run's channels (`--channel`), by default the image's own: once, where
 test_update.py runs update and rollback on every channel.
 """
@@ -7,8 +8,8 @@ test_update.py runs update and rollback on every channel.
 import pytest
 
 from harness.errors import UpdateError
-from harness.omaha_protocol import EVENT_UPDATE_COMPLETE, RESULT_ERROR, RESULT_SUCCESS
-from harness.update_fixtures import events_of, update_and_reboot
+from harness.omaha_protocol import ERROR_ROLLBACK, EVENT_UPDATE_COMPLETE, RESULT_ERROR, RESULT_SUCCESS
+from harness.update_fixtures import REPORT_TIMEOUT, events_of, update_and_reboot
 from harness.update_server import BadPayload
 
 pytestmark = [
@@ -68,3 +69,27 @@ def test_bad_payloads_are_refused(update_machine, omaha):
     assert m.os.booted_slot() == "USR-A"
     assert m.os.version() == n
     assert m.os.slot_status()["slot_b_state"] == "none"
+
+
+@pytest.mark.flags("no_console_check")  # the failed trial boot prints its failure on purpose
+def test_unbootable_update_falls_back_by_itself(update_machine, omaha):
+    m = update_machine
+    n = m.os.version()
+    published = omaha.publish_unbootable(m.channel)
+    m.os.update()
+    start = len(omaha.events)
+
+    # The trial boot of USR-B fails and the machine restarts by itself; the boot counter is spent, so the
+    # next boot takes USR-A. The first boot id seen again is the fallback's.
+    m.reboot(timeout=m.timeouts.reboot * 3)
+
+    assert m.os.booted_slot() == "USR-A"
+    assert m.os.version() == n
+    rollback = omaha.wait_for_machine_event(
+        m, EVENT_UPDATE_COMPLETE, RESULT_ERROR, timeout=REPORT_TIMEOUT, after=start
+    )
+    assert rollback.error_code == ERROR_ROLLBACK
+    assert rollback.previous_version == published.version
+    status = m.os.slot_status()
+    assert status["last_trial"] == "failed", status
+    assert status["slot_b_state"] == "bad", status
