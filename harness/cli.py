@@ -137,6 +137,24 @@ def _spawn(args: argparse.Namespace) -> int:
     return spawn.run(settings, pytest_args)
 
 
+def _image_fetch(args: argparse.Namespace) -> int:
+    from harness.fetch import FetchRequest, fetch_release
+
+    request = FetchRequest(
+        channel=args.channel,
+        distro=args.distro,
+        version=args.version,
+        board=args.board,
+        firmware=args.firmware,
+        release_url=args.release_url,
+        signing_key=Path(args.signing_key) if args.signing_key else None,
+    )
+    image = fetch_release(request)
+    meta = image.metadata
+    print(f"{meta.distro} {meta.channel} {meta.version} ({meta.firmware}): {image.path}")
+    return 0
+
+
 def _image_upload(args: argparse.Namespace) -> int:
     from harness.registry import load_platform
     from images.build import ensure_image
@@ -173,9 +191,9 @@ def parser(platform: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = p.add_subparsers(dest="command", required=True)
 
-    image = sub.add_parser("image", help="the default test image").add_subparsers(
-        dest="image_command", required=True
-    )
+    image = sub.add_parser(
+        "image", help="the default test image, and released images to fetch"
+    ).add_subparsers(dest="image_command", required=True)
     build = image.add_parser("build", help="build (or reuse from cache) the default image")
     build.add_argument("--channel", action="append", choices=CHANNELS, help="channel to build (repeatable)")
     build.add_argument("--force", action="store_true", help="rebuild even when cached")
@@ -191,6 +209,34 @@ def parser(platform: str | None = None) -> argparse.ArgumentParser:
     upload.add_argument("--channel", default="stable", choices=CHANNELS, help="channel of the default image")
     upload.add_argument("--name", help="name of the registered image (default: railyard-<channel>-<version>)")
     upload.set_defaults(func=_image_upload)
+
+    from harness.fetch.release import BOARDS, DEFAULT_RELEASE_URL, DISTROS, FIRMWARES
+
+    fetch = image.add_parser(
+        "fetch",
+        help="download a released image, verify its signature and digests, and cache it for the plugin",
+        description="Download a release's QEMU image (resuming a download cut short), check its detached GPG "
+        "signature with gpgv and its DIGESTS, decompress it and cache it under the user's cache "
+        "($XDG_CACHE_HOME/railyard/fetched), where `pytest --distro=flatcar --channel CH` finds it without "
+        "--image. Example: railyard image fetch --distro flatcar --channel stable --firmware bios",
+    )
+    fetch.add_argument("--distro", required=True, choices=DISTROS, help="the OS whose release to fetch")
+    fetch.add_argument("--channel", required=True, choices=CHANNELS, help="release channel")
+    fetch.add_argument("--version", default="current", help="release version, or current (the default)")
+    fetch.add_argument("--board", default="amd64-usr", choices=BOARDS, help="board (default: amd64-usr)")
+    fetch.add_argument(
+        "--firmware", default="bios", choices=FIRMWARES, help="image for this firmware (default: bios)"
+    )
+    fetch.add_argument(
+        "--release-url", default=DEFAULT_RELEASE_URL, metavar="TEMPLATE",
+        help=f"release server or mirror, naming the channel as {{channel}} (default: {DEFAULT_RELEASE_URL})",
+    )  # fmt: skip
+    fetch.add_argument(
+        "--signing-key", metavar="FILE",
+        help="the OpenPGP key that signs the images, trusted as given (a mirror's own); default: Flatcar's "
+        "official key, downloaded and checked against its pinned fingerprint",
+    )  # fmt: skip
+    fetch.set_defaults(func=_image_fetch)
 
     gc = sub.add_parser("gc", help="delete what crashed runs left behind")
     gc.add_argument("--platform", default="qemu", help="the platform to clean up (default: qemu)")

@@ -15,6 +15,10 @@ class ImageError(RailyardError):
     """An image could not be built, found or read."""
 
 
+class FetchError(ImageError):
+    """A released image could not be downloaded or verified (signature, digests, a cut-off download)."""
+
+
 class BootError(RailyardError):
     """A machine did not boot, or did not become reachable in time."""
 

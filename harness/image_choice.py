@@ -1,4 +1,5 @@
-"""Which image a run's machines boot, per channel: the image given with `--image`, or the default image."""
+"""Which image a run's machines boot, per channel: the image given with `--image`, a released image that
+`railyard image fetch` cached (`--distro flatcar` without `--image`), or the default image."""
 
 from __future__ import annotations
 
@@ -24,12 +25,38 @@ class ImageChoice:
         return self.metadata.version if self.metadata else None
 
 
+FETCHED_DISTROS = frozenset({"flatcar"})
+"""Distros whose released images `railyard image fetch` caches; the plugin boots those without `--image`."""
+
+
+def fetched_image(channel: str, distro: str, firmware: str | None = None) -> ImageChoice:
+    """The newest image of `distro` and `channel` that `railyard image fetch` cached; a ConfigError naming
+    the command that fetches it when there is none."""
+    from harness.fetch.cache import fetch_command, fetched_cache_dir, find_fetched
+
+    found = find_fetched(distro, channel, firmware=firmware)
+    if found is None:
+        wanted = f" for {firmware}" if firmware else ""
+        raise ConfigError(
+            f"no {distro} {channel} image{wanted} has been fetched (looked in {fetched_cache_dir()}): run "
+            f"`{fetch_command(distro, channel, firmware)}` first, or give one with --image"
+        )
+    return ImageChoice(found.path, found.metadata, get_distro(distro), channel)
+
+
 def resolve_image(
-    channel: str, *, explicit: Path | None, metadata: ImageMetadata | None, distro: str | None, local: bool
+    channel: str,
+    *,
+    explicit: Path | None,
+    metadata: ImageMetadata | None,
+    distro: str | None,
+    local: bool,
+    firmware: str | None = None,
 ) -> ImageChoice:
     """What machines of `channel` boot: the `--image` given (its distro from `--distro` or its metadata), or,
-    for a platform that boots local disks, the default image of that channel (built and cached); a cloud
-    platform finds its own image, so nothing is chosen here but the distro (Flatcar unless `--distro`)."""
+    for a platform that boots local disks, a fetched release of `--distro` (flatcar; `firmware`: of that
+    firmware, when given) or the default image of that channel (built and cached); a cloud platform finds
+    its own image, so nothing is chosen here but the distro (Flatcar unless `--distro`)."""
     if explicit is not None:
         distro_name = distro or (metadata.distro if metadata else None)
         if distro_name is None:
@@ -39,6 +66,8 @@ def resolve_image(
         return ImageChoice(explicit, metadata, get_distro(distro_name), channel)
     if not local:
         return ImageChoice(Path(), None, get_distro(distro or "flatcar"), channel)
+    if distro in FETCHED_DISTROS:
+        return fetched_image(channel, distro, firmware)
     from images.build import ensure_image
 
     with heartbeat(f"the default image ({channel})"):

@@ -227,6 +227,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{signature}: {doc}")
     try:
         run = Run(config)
+        if not config.option.collectonly and not config.option.help:
+            run.check_fetched_images()  # a released image not fetched yet: one error, before any boot
         given = config.getoption("railyard_denylist", None)
         config.stash[DENYLIST_KEY] = denylist.load(Path(given)) if given else []
         given = config.getoption("railyard_shard", None)

@@ -20,7 +20,7 @@ from harness.acceleration import Acceleration, Timeouts
 from harness.admission import BootSlots
 from harness.distros import get_distro
 from harness.errors import RailyardError
-from harness.image_choice import ImageChoice, check_image, resolve_image
+from harness.image_choice import FETCHED_DISTROS, ImageChoice, check_image, resolve_image
 from harness.registry import load_platform
 from harness.ssh import KeyPair, generate_keypair, shared_keypair
 from harness.warm import CheckpointStore
@@ -121,8 +121,18 @@ class Run:
 
     @property
     def any_channel(self) -> bool:
-        """Whether an image of any channel can be had (the default image is built per channel)."""
-        return self.explicit_image is None
+        """Whether an image of any channel can be had (the default image is built per channel; released
+        images only as fetched, so those runs test the channels asked for)."""
+        return self.explicit_image is None and self.explicit_distro not in FETCHED_DISTROS
+
+    def check_fetched_images(self) -> None:
+        """Before anything boots: a fetched image for each channel the run tests (ConfigError otherwise)."""
+        if self.explicit_image is not None or self.explicit_distro not in FETCHED_DISTROS:
+            return
+        if not self.platform_cls.uses_local_image:
+            return
+        for channel in self.run_channels or [self.default_channel]:
+            self.image_for(channel)
 
     def image_for(self, channel: str) -> ImageChoice:
         """The image machines of `channel` boot (resolved once per channel; the default image is built)."""
@@ -134,6 +144,7 @@ class Run:
                     metadata=self.explicit_metadata,
                     distro=self.explicit_distro,
                     local=self.platform_cls.uses_local_image,
+                    firmware=self.config.getoption("machine_firmware", None),
                 )
             return self._images[channel]
 
