@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import shlex
-import socket
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -32,6 +31,7 @@ from harness.restarts import (
 )
 from harness.retry import poll
 from harness.ssh import CommandResult, SSHConnection, wait_for_banner_socket
+from harness.ssh_jump import BannerStream
 
 if TYPE_CHECKING:
     from harness.distros.base import Distro
@@ -125,8 +125,8 @@ class GuestMachine:
                 watch.check()
             return self.vm.is_running()
 
-        _, banner_socket = wait_for_banner_socket(ep.host, ep.port, timeout, alive=alive)
-        first: list[socket.socket] = [banner_socket]  # the first login reuses the banner's connection
+        _, banner_socket = wait_for_banner_socket(ep.host, ep.port, timeout, alive=alive, via=ep.via)
+        first: list[BannerStream] = [banner_socket]  # the first login reuses the banner's connection
 
         def connect() -> SSHConnection:
             conn = SSHConnection(ep, self._pkey, connect_timeout=30.0, forwards=self._forwards)
@@ -140,7 +140,7 @@ class GuestMachine:
         self._boot_console_mark = len(self.console_text())
         log.info("%s: SSH up (boot %s)", self.name, self.boot_ids[-1][:8])
 
-    def _connection(self, sock: socket.socket | None = None) -> SSHConnection:
+    def _connection(self, sock: BannerStream | None = None) -> SSHConnection:
         """The SSH connection, logged in anew (over `sock` when given) when there is none."""
         if self._ssh is None or not self._ssh.is_active:
             if self._ssh is not None:

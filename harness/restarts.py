@@ -4,7 +4,6 @@ new boot id over SSH, and the recovery of a restart stuck in the firmware (Resta
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -14,6 +13,7 @@ import paramiko
 from harness.errors import BootError, RailyardError, SSHError
 from harness.retry import poll
 from harness.ssh import wait_for_banner_socket
+from harness.ssh_jump import BannerStream
 from platforms.base import CAP_HARD_RESET, CAP_POWER_CYCLE
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ def wait_for_new_boot(
     timeout: float,
     *,
     silent_at: int | None,
-    login: Callable[[socket.socket], object],
+    login: Callable[[BannerStream], object],
     gate: BootGate,
 ) -> str:
     """Wait until `machine` answers SSH in a boot whose id is not `old`, logged in with `login` over the
@@ -89,7 +89,7 @@ def wait_for_new_boot(
         ep = machine.vm.ssh_endpoint
         try:
             _, sock = wait_for_banner_socket(
-                ep.host, ep.port, max(deadline - time.monotonic(), 1.0), alive=guard.alive
+                ep.host, ep.port, max(deadline - time.monotonic(), 1.0), alive=guard.alive, via=ep.via
             )
         except PowerCycled:
             return None  # SSH is forwarded from somewhere new: wait again there

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import cast
 
 import paramiko
 
@@ -33,6 +34,7 @@ from harness.ssh_banner import (
     wait_for_banner,
     wait_for_banner_socket,
 )
+from harness.ssh_jump import BannerStream, ReplayedChannel
 from harness.ssh_keys import KEY_COMMENT, KeyPair, generate_keypair, load_keypair, shared_keypair
 from platforms.base import SSHEndpoint
 
@@ -98,14 +100,23 @@ class SSHConnection:
         self._forwards: list[RemoteForward] = list(forwards)
         """Reverse forwards asked for again after every login (see harness.forward)."""
 
-    def connect(self, sock: socket.socket | None = None) -> None:
+    def connect(self, sock: BannerStream | None = None) -> None:
         """Log in (a no-op while logged in). `sock`: a connection to the endpoint to log in over (one
-        `wait_for_banner_socket` returned), else a new one."""
+        `wait_for_banner_socket` returned), else a new one (through the endpoint's jump, if it has one)."""
         with self._lock:
             if self._client is not None and self._is_active_locked():
+                if sock is not None:
+                    sock.close()
                 return
             self._close_locked()
             ep = self.endpoint
+            if sock is None and ep.via is not None:
+                try:
+                    sock = ReplayedChannel(ep.via.open(ep.host, ep.port, self.connect_timeout), b"")
+                except OSError as exc:
+                    raise SSHError(
+                        f"cannot reach {ep.user}@{ep.host}:{ep.port} through {ep.via}: {exc}"
+                    ) from exc
             client = paramiko.SSHClient()
             # An empty in-memory host key store: nothing is read from or written to ~/.ssh.
             client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
@@ -121,11 +132,13 @@ class SSHConnection:
                     auth_timeout=self.connect_timeout,
                     allow_agent=False,
                     look_for_keys=False,
-                    sock=sock,
+                    # paramiko reads and writes the channel through a jump as it does a socket.
+                    sock=cast(socket.socket, sock) if isinstance(sock, ReplayedChannel) else sock,
                 )
             except (paramiko.SSHException, OSError, EOFError) as exc:
                 client.close()
-                raise SSHError(f"cannot log in to {ep.user}@{ep.host}:{ep.port}: {exc!r}") from exc
+                via = f" through {ep.via}" if ep.via is not None else ""
+                raise SSHError(f"cannot log in to {ep.user}@{ep.host}:{ep.port}{via}: {exc!r}") from exc
             transport = client.get_transport()
             if transport is not None:
                 transport.set_keepalive(15)

@@ -17,9 +17,14 @@ import time
 from collections.abc import Callable
 from typing import cast
 
-from harness.errors import BootError, WaitTimeout
+import paramiko
+
+from harness.errors import BootError, SSHError, WaitTimeout
+from harness.ssh_jump import BannerStream, ReplayedChannel, SSHJump
 
 log = logging.getLogger(__name__)
+
+_Attempt = socket.socket | paramiko.Channel
 
 BANNER_TRY_TIMEOUT = 3.0
 """How long one attempt waits for the banner once connected."""
@@ -87,12 +92,13 @@ def wait_for_banner(
     *,
     alive: Callable[[], bool] | None = None,
     interval: float = BANNER_INTERVAL,
+    via: SSHJump | None = None,
 ) -> str:
-    """Poll until sshd at host:port sends its banner; return the banner line.
+    """Poll until sshd at host:port (as `via` sees it, when given) sends its banner; return the banner line.
 
     Raises BootError as soon as `alive()` says the machine is gone, WaitTimeout after `timeout` seconds.
     """
-    banner, sock = wait_for_banner_socket(host, port, timeout, alive=alive, interval=interval)
+    banner, sock = wait_for_banner_socket(host, port, timeout, alive=alive, interval=interval, via=via)
     sock.close()
     return banner
 
@@ -105,8 +111,10 @@ def wait_for_banner_socket(
     alive: Callable[[], bool] | None = None,
     interval: float = BANNER_INTERVAL,
     try_timeout: float = BANNER_TRY_TIMEOUT,
-) -> tuple[str, ReplayedSocket]:
-    """`wait_for_banner`, returning the connection too (for `SSHConnection.connect(sock=...)`).
+    via: SSHJump | None = None,
+) -> tuple[str, BannerStream]:
+    """`wait_for_banner`, returning the connection too (for `SSHConnection.connect(sock=...)`): a socket, or
+    a channel through `via` (an SSH jump) when given.
 
     A new attempt starts every `interval` seconds while earlier ones still wait (each for up to `try_timeout`),
     and the first banner wins. With QEMU's user networking a connection is accepted on the host at once, and
@@ -114,7 +122,7 @@ def wait_for_banner_socket(
     sshd is ready; a later attempt does not.
     """
     deadline = time.monotonic() + timeout
-    race = _BannerRace(host, port, try_timeout)
+    race = _BannerRace(host, port, try_timeout, via)
     next_attempt = time.monotonic()
     next_alive = next_attempt
     try:
@@ -144,13 +152,14 @@ def wait_for_banner_socket(
 
 
 class _BannerRace:
-    """Connections to one SSH endpoint, each reading until a line starts with `SSH-`."""
+    """Connections to one SSH endpoint, each reading until a line starts with `SSH-`: sockets, or channels
+    through an SSH jump."""
 
-    def __init__(self, host: str, port: int, try_timeout: float) -> None:
-        self.host, self.port, self.try_timeout = host, port, try_timeout
+    def __init__(self, host: str, port: int, try_timeout: float, via: SSHJump | None = None) -> None:
+        self.host, self.port, self.try_timeout, self.via = host, port, try_timeout, via
         self.selector = selectors.DefaultSelector()
-        self.received: dict[socket.socket, bytes] = {}
-        self.started: dict[socket.socket, float] = {}
+        self.received: dict[_Attempt, bytes] = {}
+        self.started: dict[_Attempt, float] = {}
         self.attempts = 0
         self.last_error = "no attempt made"
 
@@ -160,6 +169,9 @@ class _BannerRace:
 
     def start(self) -> None:
         self.attempts += 1
+        if self.via is not None:
+            self._start_through(self.via)
+            return
         try:
             sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
         except OSError as exc:
@@ -171,17 +183,29 @@ class _BannerRace:
             sock.close()
             self._failed(OSError(code, os.strerror(code)))
             return
-        self.received[sock] = b""
-        self.started[sock] = time.monotonic()
-        self.selector.register(sock, selectors.EVENT_READ)
+        self._track(sock)
 
-    def wait(self, seconds: float) -> tuple[str, ReplayedSocket] | None:
+    def _start_through(self, via: SSHJump) -> None:
+        """An attempt over a channel the jump host opens (at once: the forward's listener is on its loopback)."""
+        try:
+            channel = via.open(self.host, self.port, self.try_timeout)
+        except (OSError, SSHError) as exc:
+            self._failed(exc)
+            return
+        self._track(channel)
+
+    def _track(self, attempt: _Attempt) -> None:
+        self.received[attempt] = b""
+        self.started[attempt] = time.monotonic()
+        self.selector.register(attempt, selectors.EVENT_READ)
+
+    def wait(self, seconds: float) -> tuple[str, BannerStream] | None:
         """Read what arrives within `seconds`; the banner and its connection, once one sent it."""
         for key, _ in self.selector.select(seconds) if self.received else []:
-            sock = cast(socket.socket, key.fileobj)
+            sock = cast(_Attempt, key.fileobj)
             try:
                 chunk = sock.recv(1024)
-            except OSError as exc:
+            except (OSError, EOFError) as exc:
                 self._drop(sock, exc)
                 continue
             if not chunk:
@@ -193,7 +217,10 @@ class _BannerRace:
                     self.selector.unregister(sock)
                     del self.received[sock], self.started[sock]
                     sock.setblocking(True)
-                    return line.decode(errors="replace").rstrip("\r"), ReplayedSocket(sock, data)
+                    banner = line.decode(errors="replace").rstrip("\r")
+                    if isinstance(sock, socket.socket):
+                        return banner, ReplayedSocket(sock, data)
+                    return banner, ReplayedChannel(sock, data)
             if len(data) > 8192:
                 self._drop(sock, ConnectionError("no SSH banner in the first 8 KiB"))
         if not self.received:
@@ -210,7 +237,7 @@ class _BannerRace:
     def _failed(self, exc: BaseException) -> None:
         self.last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
-    def _drop(self, sock: socket.socket, exc: BaseException) -> None:
+    def _drop(self, sock: _Attempt, exc: BaseException) -> None:
         self._failed(exc)
         self.selector.unregister(sock)
         del self.received[sock], self.started[sock]

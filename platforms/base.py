@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.acceleration import Acceleration, Timeouts, detect
 from harness.errors import ConfigError, PlatformError
@@ -37,6 +38,9 @@ from platforms.capabilities import (
     OPTION_NICS,
 )
 from platforms.context import GarbageRequest, PlatformContext, UploadRequest
+
+if TYPE_CHECKING:
+    from harness.ssh_jump import SSHJump
 from platforms.machine_spec import (
     DISK_SERIAL_PREFIX,
     FIRMWARE_CHOICES,
@@ -94,9 +98,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SSHEndpoint:
+    """Where the harness logs in to a machine: `host:port` from this host, or as `via` (an SSH jump, e.g. a
+    remote hypervisor whose loopback the port is forwarded from) sees it."""
+
     host: str
     port: int
     user: str
+    via: SSHJump | None = None
 
 
 class Machine(ABC):
@@ -163,7 +171,8 @@ class Machine(ABC):
     def access_hint(self) -> str:
         """How a person reaches this machine by hand (printed by --keep-on-failure)."""
         ep = self.ssh_endpoint
-        return f"ssh -p {ep.port} {ep.user}@{ep.host}"
+        jump = f"{shlex.join(ep.via.address.ssh_options())} " if ep.via is not None else ""
+        return f"ssh {jump}-p {ep.port} {ep.user}@{ep.host}"
 
     def artifacts(self) -> Mapping[str, str]:
         """Extra files (name -> text) worth keeping with the test's artifacts, e.g. the command line."""
@@ -212,6 +221,17 @@ class Platform(ABC):
         if option in cls.machine_options:
             return None
         return f"@pytest.mark.{option}: {cls.name} machines cannot have it"
+
+    @classmethod
+    def run_capabilities(cls, options: Mapping[str, Any]) -> frozenset[str]:
+        """The capabilities of this platform's machines in a run with these options: `machine_capabilities`,
+        less what the options take away (a remote libvirt hypervisor has no private network)."""
+        return cls.machine_capabilities
+
+    @classmethod
+    def run_option_refusal(cls, options: Mapping[str, Any], option: str) -> str | None:
+        """`machine_option_refusal` in a run with these options."""
+        return cls.machine_option_refusal(option)
 
     @classmethod
     def acceleration(cls, requested: str) -> Acceleration:
@@ -285,7 +305,7 @@ class Platform(ABC):
         disk of its own (its writes never reach the checkpoint), its own console and SSH port. Registered
         for cleanup like `boot`. Raises CheckpointError when the checkpoint cannot be used."""
         machine = self._restore(spec, directory)
-        machine.capabilities = self.machine_capabilities
+        machine.capabilities = self.run_capabilities(self.ctx.options)
         with self._lock:
             self._machines.append(machine)
         return machine
@@ -296,7 +316,7 @@ class Platform(ABC):
     def boot(self, spec: MachineSpec) -> Machine:
         """Start a machine; returns once it is started (not yet reachable). Registered for cleanup."""
         machine = self._boot(spec)
-        machine.capabilities = self.machine_capabilities
+        machine.capabilities = self.run_capabilities(self.ctx.options)
         with self._lock:
             self._machines.append(machine)
         return machine

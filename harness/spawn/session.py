@@ -39,7 +39,8 @@ def test_spawn(machine_factory: MachineFactory) -> None:
     ssh_commands = []
     for m in machines:
         ep = m.vm.ssh_endpoint
-        command = ["ssh", "-i", str(key), "-p", str(ep.port), "-o", "StrictHostKeyChecking=no",
+        jump = ep.via.address.ssh_options() if ep.via is not None else []
+        command = ["ssh", *jump, "-i", str(key), "-p", str(ep.port), "-o", "StrictHostKeyChecking=no",
                    "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", f"{ep.user}@{ep.host}"]  # fmt: skip
         ssh_commands.append(command)
         say(f"railyard spawn: {m.name} is up: {shlex.join(command)}")
