@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import platform as host_platform
 import signal
@@ -443,13 +444,15 @@ def _target_and_image(request: pytest.FixtureRequest, run: Run, node: Any) -> tu
         request.param if hasattr(request, "param") else Target(run.platform_name, run.default_channel, "")
     )
     req = _requirements(node)
-    refusal = run.platform_cls.machine_option_refusal
+    options = vars(run.config.option)
+    refusal = functools.partial(run.platform_cls.run_option_refusal, options)
     early = skip_reason(req, Target(target.platform, target.channel, "", None), option_refusal=refusal)
     if early:  # decided before any image is built
         pytest.skip(early)
     image = run.image_for(target.channel)
     full = Target(target.platform, target.channel, image.distro.name, image.version)
-    reason = skip_reason(req, full, run.platform_cls.machine_capabilities, refusal) or kernel_args_refusal(
+    capabilities = run.platform_cls.run_capabilities(options)
+    reason = skip_reason(req, full, capabilities, refusal) or kernel_args_refusal(
         req.machine, image.metadata, run.machine_firmware(image, req.machine.firmware)
     )
     if reason:

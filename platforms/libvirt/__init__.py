@@ -1,7 +1,11 @@
 """The libvirt platform: machines as persistent domains on one or more hypervisors, driven by libvirt-python.
 
 The domain XML comes from the pure `domain_xml` (platforms.libvirt.xml); disks, the Ignition config and the
-console log are storage volumes (platforms.libvirt.storage), so a remote hypervisor works like a local one.
+console log are storage volumes (platforms.libvirt.storage), uploaded and read through libvirt's stream API, so
+a remote hypervisor works like a local one. A guest's SSH is forwarded from its hypervisor's 127.0.0.1: on a
+remote hypervisor (`qemu+ssh://user@host/system`) the harness reaches it through an SSH jump to that host, with
+the credentials libvirt's URI names (harness.ssh_jump). What lives in this process (the L2 hub of private
+networks and extra NICs) cannot reach a remote hypervisor: tests needing it are skipped there.
 Machines are spread round-robin over the `--libvirt-uri`s; an xdist worker starts at its own offset, so two
 workers with two URIs begin on different hypervisors. Every domain records its owner process in its
 `<metadata>`: `close()` removes what this process created, `railyard gc --platform=libvirt` what a killed one
@@ -19,11 +23,13 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from harness.errors import BootError, ConfigError, PlatformError
+from harness.errors import BootError, ConfigError, PlatformError, SSHError
+from harness.ssh_jump import SSHJump
 from platforms.base import (
     CAP_HARD_RESET,
     CAP_HOST_SERVICES,
@@ -31,6 +37,7 @@ from platforms.base import (
     CAP_PRIVATE_NETWORK,
     FIRMWARE_CHOICES,
     MACHINE_OPTIONS,
+    OPTION_NICS,
     GarbageRequest,
     Machine,
     MachineSpec,
@@ -94,6 +101,9 @@ class Hypervisor:
     def __init__(self, address: HypervisorAddress, pool_name: str) -> None:
         self.address = address
         self.pool_name = pool_name
+        jump = address.jump_address()
+        self.jump = SSHJump(jump) if jump is not None else None
+        """How the harness reaches the guests' forwarded ports on a remote host; None on this host."""
         self._conn: Any = None
         self._pool: Any = None
         self._lock = threading.Lock()
@@ -138,6 +148,12 @@ class Hypervisor:
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.close()
+        if self.jump is not None:
+            self.jump.close()
+
+    def where(self) -> str:
+        """Where its guests' SSH ports are forwarded from, for log lines."""
+        return "127.0.0.1" if self.jump is None else f"127.0.0.1 of {self.address.host}"
 
 
 @dataclass
@@ -175,7 +191,8 @@ class LibvirtMachine(Machine):
 
     @property
     def ssh_endpoint(self) -> SSHEndpoint:
-        return SSHEndpoint("127.0.0.1", self.ssh_port, self.spec.ssh_user)
+        """The forwarded port on the hypervisor's loopback: this host's, or a remote host's through a jump."""
+        return SSHEndpoint("127.0.0.1", self.ssh_port, self.spec.ssh_user, via=self.hypervisor.jump)
 
     @property
     def console_path(self) -> Path:
@@ -227,7 +244,7 @@ class LibvirtMachine(Machine):
         except libvirt.libvirtError as exc:
             raise PlatformError(f"cannot start domain {self.domain_name} on {self.uri} again: {exc}") from exc
         self.ssh_port = _ssh_port(self.domain, PORT_TIMEOUT)
-        log.info("%s: SSH forwarded from 127.0.0.1:%d", self.name, self.ssh_port)
+        log.info("%s: SSH forwarded from %s:%d", self.name, self.hypervisor.where(), self.ssh_port)
 
     def poweroff(self, timeout: float) -> None:
         libvirt = _libvirt()
@@ -263,7 +280,7 @@ class LibvirtMachine(Machine):
         return {"libvirt-domain.xml": self.xml}
 
     def __repr__(self) -> str:
-        return f"<LibvirtMachine {self.name} {self.domain_name}@{self.uri} ssh=127.0.0.1:{self.ssh_port}>"
+        return f"<LibvirtMachine {self.name} {self.domain_name}@{self.uri} ssh={self.hypervisor.where()}:{self.ssh_port}>"
 
 
 class LibvirtPlatform(Platform):
@@ -298,6 +315,23 @@ class LibvirtPlatform(Platform):
         )  # fmt: skip
 
     @classmethod
+    def run_capabilities(cls, options: Mapping[str, Any]) -> frozenset[str]:
+        """No private network where any hypervisor is remote: its segments are an L2 hub in this process."""
+        if _remote_uris(options):
+            return cls.machine_capabilities - {CAP_PRIVATE_NETWORK}
+        return cls.machine_capabilities
+
+    @classmethod
+    def run_option_refusal(cls, options: Mapping[str, Any], option: str) -> str | None:
+        remote = _remote_uris(options)
+        if option == OPTION_NICS and remote:
+            return (
+                f"@pytest.mark.nics: extra NICs join segments in the test process, which machines on the "
+                f"remote hypervisor {remote[0]} cannot reach"
+            )
+        return cls.machine_option_refusal(option)
+
+    @classmethod
     def collect_leftovers(cls, request: GarbageRequest) -> list[str]:
         return cls.collect_garbage(request)
 
@@ -321,14 +355,24 @@ class LibvirtPlatform(Platform):
     def validate(self) -> None:
         _libvirt()
         for hypervisor in self.hypervisors:
-            if not hypervisor.address.local:
-                # Its user-net forward listens on that host's loopback, which this host cannot reach.
+            address = hypervisor.address
+            if not address.local and not address.over_ssh:
+                # Its user-net forwards listen on that host's loopback, reached only through an SSH login there.
                 raise ConfigError(
-                    f"--libvirt-uri {hypervisor.uri}: machines on a remote hypervisor would have SSH on that "
-                    f"host's 127.0.0.1, which the tests cannot reach from here; use a hypervisor on this host "
-                    f"(qemu:///system, qemu:///session, qemu+unix:///...), or run the tests on {hypervisor.address.host}"
+                    f"--libvirt-uri {hypervisor.uri}: machines on a remote hypervisor have SSH on that host's "
+                    f"127.0.0.1, which the tests reach through an SSH login to {address.host or 'it'}: use an "
+                    f"SSH transport (qemu+ssh://user@{address.host or 'HOST'}/system?keyfile=...)"
                 )
             hypervisor.pool  # noqa: B018 - connect and make sure the pool exists, before any boot
+            if hypervisor.jump is not None:
+                try:
+                    hypervisor.jump.transport()  # log in once before any boot: a bad key is one clear error
+                except SSHError as exc:
+                    raise ConfigError(
+                        f"--libvirt-uri {hypervisor.uri}: the guests' SSH is reached through {address.host}, "
+                        f"but {exc}; the URI's user@host:port, keyfile=, known_hosts= and no_verify=1 say "
+                        f"how to log in there"
+                    ) from exc
             log.info("libvirt: %s (pool %s)", hypervisor.uri, hypervisor.pool_name)
 
     def pick(self) -> Hypervisor:
@@ -338,10 +382,20 @@ class LibvirtPlatform(Platform):
     def private_network(self) -> PrivateNetwork:
         """The same segment as QEMU's (an L2 hub in this process, which each domain's QEMU connects to), so
         it needs hypervisors on this host."""
+        self._refuse_remote("a private network")
         return HubNetwork()
+
+    def _refuse_remote(self, what: str) -> None:
+        remote = [h.uri for h in self.hypervisors if not h.address.local]
+        if remote:
+            raise ConfigError(
+                f"{what} is an L2 hub in the test process, which machines on the remote hypervisor "
+                f"{remote[0]} cannot reach; use hypervisors on this host for such tests"
+            )
 
     def nic_segment(self, number: int) -> NicSegment:
         """The same segments as QEMU's extra NICs (an L2 hub in this process), so also on this host only."""
+        self._refuse_remote("an extra NIC's segment")
         return HubSegment(number)
 
     # -- boot --------------------------------------------------------------------------------------------
@@ -412,7 +466,12 @@ class LibvirtPlatform(Platform):
             spec, hypervisor=hypervisor, domain=domain, domain_name=name, ssh_port=port, xml=xml
         )
         log.info(
-            "%s: domain %s on %s, SSH forwarded from 127.0.0.1:%d", spec.name, name, hypervisor.uri, port
+            "%s: domain %s on %s, SSH forwarded from %s:%d",
+            spec.name,
+            name,
+            hypervisor.uri,
+            hypervisor.where(),
+            port,
         )
         return machine
 
@@ -431,6 +490,18 @@ class LibvirtPlatform(Platform):
         finally:
             for hypervisor in self.hypervisors:
                 hypervisor.close()
+
+
+def _remote_uris(options: Mapping[str, Any]) -> list[str]:
+    """The `--libvirt-uri`s of hypervisors on other hosts (a malformed one is left to `validate`)."""
+    remote = []
+    for uri in options.get("libvirt_uri") or [DEFAULT_URI]:
+        try:
+            if not parse_uri(str(uri)).local:
+                remote.append(str(uri))
+        except ConfigError:
+            continue
+    return remote
 
 
 def _worker_index() -> int:

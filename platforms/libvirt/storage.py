@@ -9,6 +9,7 @@ volume with its Ignition config and a volume virtlogd appends the serial console
 from __future__ import annotations
 
 import contextlib
+import getpass
 import hashlib
 import io
 import json
@@ -21,11 +22,12 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from filelock import FileLock
 
 from harness.errors import ConfigError, ImageError, PlatformError
+from harness.ssh_jump import JumpAddress
 from platforms.libvirt.xml import pool_xml, volume_xml
 
 log = logging.getLogger(__name__)
@@ -40,19 +42,50 @@ MIB = 1 << 20
 UPLOAD_LOCK_TIMEOUT = 1800.0
 
 
+SSH_TRANSPORTS = ("ssh", "libssh", "libssh2")
+"""libvirt's transports over SSH: Railyard reaches the guests of such a hypervisor through the same host."""
+
+
 @dataclass(frozen=True)
 class HypervisorAddress:
-    """What a libvirt URI says about where the hypervisor is."""
+    """What a libvirt URI says about where the hypervisor is, and how libvirt logs in to it over SSH."""
 
     uri: str
     local: bool
     session: bool
     host: str
     socket: Path | None
+    transport: str = ""
+    user: str | None = None
+    port: int | None = None
+    keyfile: Path | None = None
+    known_hosts: Path | None = None
+    no_verify: bool = False
+
+    @property
+    def over_ssh(self) -> bool:
+        return not self.local and self.transport in SSH_TRANSPORTS
+
+    def jump_address(self) -> JumpAddress | None:
+        """How the harness logs in to this hypervisor's host to reach its guests' forwarded ports: the
+        URI's user (else this user), port, `keyfile=`, `known_hosts=` and `no_verify=1`, as libvirt's SSH
+        transports read them. None for a hypervisor on this host."""
+        if not self.over_ssh:
+            return None
+        return JumpAddress(
+            host=self.host,
+            user=self.user or getpass.getuser(),
+            port=self.port or 22,
+            key_file=self.keyfile,
+            known_hosts=self.known_hosts,
+            verify_host_key=not self.no_verify,
+        )
 
 
 def parse_uri(uri: str) -> HypervisorAddress:
-    """Whether `uri` names a hypervisor on this host (no host part, unix transport), and its mode."""
+    """Whether `uri` names a hypervisor on this host (no host part, unix transport), its mode, and for a
+    remote one the SSH parameters libvirt reads from it (`user@host:port`, `keyfile=`, `known_hosts=`,
+    `no_verify=`)."""
     parts = urlsplit(uri)
     driver, _, transport = parts.scheme.partition("+")
     if not driver:
@@ -64,13 +97,29 @@ def parse_uri(uri: str) -> HypervisorAddress:
         raise ConfigError(f"--libvirt-uri {uri!r}: the path must be /system or /session")
     host = parts.hostname or ""
     local = not host and transport in ("", "unix")
-    socket_values = parse_qs(parts.query).get("socket")
+    query = parse_qs(parts.query)
+
+    def param(name: str) -> str | None:
+        values = query.get(name)
+        return values[-1] if values else None
+
+    socket_value, keyfile, known_hosts = param("socket"), param("keyfile"), param("known_hosts")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"--libvirt-uri {uri!r}: {exc}") from None
     return HypervisorAddress(
         uri=uri,
         local=local,
         session=path == "/session",
         host=host,
-        socket=Path(socket_values[0]) if socket_values else None,
+        socket=Path(socket_value) if socket_value else None,
+        transport=transport,
+        user=unquote(parts.username) if parts.username else None,
+        port=port,
+        keyfile=Path(keyfile).expanduser() if keyfile else None,
+        known_hosts=Path(known_hosts).expanduser() if known_hosts else None,
+        no_verify=param("no_verify") == "1",
     )
 
 

@@ -237,10 +237,65 @@ def test_machines_go_round_robin_and_each_worker_starts_elsewhere(monkeypatch):
     assert platform(uris).pick().uri == uris[1]
 
 
-def test_remote_hypervisors_are_refused_before_any_boot():
+@pytest.mark.parametrize("uri", ["qemu+tcp://hv1/system", "qemu+tls://hv1/system", "qemu://hv1/system"])
+def test_remote_hypervisors_without_ssh_are_refused_before_any_connection(uri):
     pytest.importorskip("libvirt")
-    with pytest.raises(ConfigError, match="remote hypervisor"):
-        platform(["qemu+ssh://root@hv1/system"]).validate()
+    with pytest.raises(ConfigError, match=r"SSH transport \(qemu\+ssh://user@hv1/system"):
+        platform([uri]).validate()
+
+
+def test_a_qemu_ssh_uri_names_the_jump_to_its_guests_as_libvirt_reads_it():
+    address = parse_uri(
+        "qemu+ssh://ops@hv1:2222/system?keyfile=/k/id_ed25519&known_hosts=/k/known&no_verify=1"
+    )
+    jump = address.jump_address()
+    assert jump is not None
+    assert (jump.host, jump.user, jump.port) == ("hv1", "ops", 2222)
+    assert (jump.key_file, jump.known_hosts, jump.verify_host_key) == (
+        Path("/k/id_ed25519"),
+        Path("/k/known"),
+        False,
+    )
+    assert jump.known_hosts_files() == [Path("/k/known")]
+
+
+def test_a_qemu_ssh_uri_defaults_to_this_user_port_22_and_checked_host_keys():
+    import getpass
+
+    jump = parse_uri("qemu+ssh://hv1/system").jump_address()
+    assert jump is not None
+    assert (jump.user, jump.port, jump.key_file, jump.verify_host_key) == (getpass.getuser(), 22, None, True)
+    assert parse_uri("qemu:///system").jump_address() is None
+    assert parse_uri("qemu+tcp://hv1/system").jump_address() is None
+
+
+def test_the_jump_reads_as_an_openssh_proxy_command():
+    import shlex
+
+    jump = parse_uri("qemu+ssh://ops@hv1:2222/system?keyfile=/k/id&known_hosts=/k/known").jump_address()
+    assert jump is not None
+    option, command = jump.ssh_options()
+    assert option == "-o"
+    assert command.startswith("ProxyCommand=")
+    assert shlex.split(command.removeprefix("ProxyCommand=")) == [
+        "ssh", "-p", "2222", "-i", "/k/id", "-o", "UserKnownHostsFile=/k/known", "-W", "%h:%p", "ops@hv1"
+    ]  # fmt: skip
+
+
+def test_a_remote_hypervisor_takes_away_private_networks_and_extra_nics():
+    from platforms.base import CAP_PRIVATE_NETWORK, OPTION_DISKS, OPTION_NICS
+    from platforms.libvirt import LibvirtPlatform
+
+    local = {"libvirt_uri": ["qemu:///system"]}
+    remote = {"libvirt_uri": ["qemu:///system", "qemu+ssh://root@hv1/system"]}
+    assert CAP_PRIVATE_NETWORK in LibvirtPlatform.run_capabilities(local)
+    assert CAP_PRIVATE_NETWORK in LibvirtPlatform.run_capabilities({})
+    assert CAP_PRIVATE_NETWORK not in LibvirtPlatform.run_capabilities(remote)
+    assert LibvirtPlatform.run_option_refusal(local, OPTION_NICS) is None
+    assert "qemu+ssh://root@hv1/system" in (LibvirtPlatform.run_option_refusal(remote, OPTION_NICS) or "")
+    assert LibvirtPlatform.run_option_refusal(remote, OPTION_DISKS) is None
+    with pytest.raises(ConfigError, match="remote hypervisor qemu\\+ssh://root@hv1/system"):
+        platform(remote["libvirt_uri"]).private_network()
 
 
 # -- machine options (markers disks, nics, memory, firmware, kargs) --------------------------------------
