@@ -32,7 +32,15 @@ from harness.registry import load_platform, platform_names
 from harness.report_recorder import PROPERTY_DENYLIST, PROPERTY_FLAKY, PROPERTY_IMAGE_VERSION, ReportRecorder
 from harness.run import Run
 from harness.shape import add_shape_options
-from harness.targets import MARKERS, Requirements, Target, channels_for, requirements_from_marks, skip_reason
+from harness.targets import (
+    MARKERS,
+    Requirements,
+    Target,
+    channels_for,
+    distro_refusal,
+    requirements_from_marks,
+    skip_reason,
+)
 from harness.warm import WARM_MODES
 
 log = logging.getLogger(__name__)
@@ -343,6 +351,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items[:] = longest_modules_first(items, {d: r for d, r in durations.items() if r})
     _keep_tagged(config, items)
     _keep_shard(config, items, durations)
+    _skip_other_distros(config, items)
     _apply_denylist(config, items)
     if getattr(config, "workerinput", None) is None or not config.getvalue("loadgroup"):
         return
@@ -399,6 +408,22 @@ def _target_of(item: pytest.Item) -> Target | None:
             target: Target = params[name]
             return target
     return None
+
+
+def _skip_other_distros(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the tests of other distros skipped at collection when the run's distro is known from the command
+    line (`--distro`, or the metadata of `--image`): `--co` and `railyard list` then show them skipped, with
+    the reason their `distros` marker gives."""
+    run = config.stash[RUN_KEY]
+    distro = run.explicit_distro or (run.explicit_metadata.distro if run.explicit_metadata else "")
+    if not distro:
+        return
+    for item in items:
+        if _target_of(item) is None:
+            continue
+        reason = distro_refusal(_requirements(item), distro)
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=reason))
 
 
 def _apply_denylist(config: pytest.Config, items: list[pytest.Item]) -> None:

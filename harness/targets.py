@@ -18,7 +18,7 @@ KNOWN_FLAGS = frozenset({"cold_boot", "no_console_check", "no_ssh_key", "no_sett
 MARKERS: dict[str, str] = {
     "platforms(*names)": "run only on these platforms (qemu, libvirt, aws, azure)",
     "exclude_platforms(*names)": "never run on these platforms",
-    "distros(*names)": "run only against these distros (railyard, flatcar, fcos)",
+    "distros(*names, reason=None)": "run only against these distros (railyard, flatcar, fcos); `reason` says why",
     "channels(*names)": "run for each of these release channels (alpha, beta, stable, lts)",
     "min_version(version)": "skip images older than this OS version",
     "cluster(size)": "the `cluster` fixture boots this many machines that reach each other",
@@ -51,6 +51,8 @@ class Requirements:
     platforms: set[str] | None = None
     exclude_platforms: set[str] = field(default_factory=set)
     distros: set[str] | None = None
+    distros_reason: str | None = None
+    """Why a test runs only on `distros` (the `reason=` of its marker), said when it is skipped."""
     channels: list[str] | None = None
     min_version: str | None = None
     cluster_size: int = 3
@@ -87,6 +89,7 @@ def requirements_from_marks(marks: Iterable[Mark]) -> Requirements:
             req.exclude_platforms |= set(_names(mark))
         elif n == "distros" and req.distros is None:
             req.distros = set(_names(mark))
+            req.distros_reason = mark.kwargs.get("reason")
         elif n == "channels" and req.channels is None:
             req.channels = _names(mark)
         elif n == "min_version" and req.min_version is None:
@@ -145,6 +148,14 @@ def parse_version(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in parts)
 
 
+def distro_refusal(req: Requirements, distro: str) -> str | None:
+    """Why a test does not run on `distro` (empty: not known yet), or None."""
+    if req.distros is None or not distro or distro in req.distros:
+        return None
+    why = f": {req.distros_reason}" if req.distros_reason else ""
+    return f"runs only on distros {', '.join(sorted(req.distros))}, not {distro}{why}"
+
+
 def skip_reason(
     req: Requirements,
     target: Target,
@@ -157,8 +168,9 @@ def skip_reason(
         return f"runs only on platforms {', '.join(sorted(req.platforms))}, not {target.platform}"
     if target.platform in req.exclude_platforms:
         return f"excluded on platform {target.platform}"
-    if req.distros is not None and target.distro and target.distro not in req.distros:
-        return f"runs only on distros {', '.join(sorted(req.distros))}, not {target.distro}"
+    refusal = distro_refusal(req, target.distro)
+    if refusal:
+        return refusal
     if req.channels is not None and target.channel not in req.channels:
         return f"runs only on channels {', '.join(req.channels)}, not {target.channel}"
     if (

@@ -1,5 +1,6 @@
 """The update server of the update tests: an Omaha server that publishes the default image's channels as
-signed /usr payloads (good ones, and deliberately bad or unbootable ones), and points machines at itself."""
+signed /usr payloads (good ones, and deliberately bad or unbootable ones), or a Flatcar update payload
+(`--update-payload`) under Flatcar's app id, and points machines at itself."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ConfigError, UpdateError
+from harness.flatcar_payload import FlatcarPayload
 from harness.machine import GuestMachine
 from harness.omaha import OmahaEvent, OmahaServer, Published
 from harness.omaha_protocol import (
@@ -52,6 +54,16 @@ class BadPayload(enum.Enum):
             BadPayload.WRONG_SIGNATURE: ERROR_PAYLOAD_VERIFICATION,
             BadPayload.OVERSIZED: ERROR_PAYLOAD_SIZE_MISMATCH,
         }[self]
+
+
+FLATCAR_REFUSALS = {
+    BadPayload.WRONG_SHA256: ERROR_PAYLOAD_HASH_MISMATCH,
+    BadPayload.OVERSIZED: ERROR_PAYLOAD_SIZE_MISMATCH,
+}
+"""What Flatcar's update_engine reports for the bad payloads a real Flatcar payload can be made into: its
+download takes every byte sent, then PayloadProcessor::VerifyPayload compares the size the offer announced
+(kActionCodePayloadSizeMismatchError), then the SHA-256 (kActionCodePayloadHashMismatchError). A payload
+signed with a stranger's key or cut short needs Flatcar's payload tools: the default image's only."""
 
 
 def make_ext4(path: Path, size_mib: int, files: Mapping[str, str] | None = None) -> Path:
@@ -105,16 +117,46 @@ machines of a channel, so they share a booted checkpoint."""
 
 
 class UpdateServer(OmahaServer):
-    """An Omaha server for the default image: publishes its channels' /usr payloads, signed.
+    """An Omaha server for the default image: publishes its channels' /usr payloads, signed; given `flatcar`
+    (a Flatcar update payload), it offers that one under Flatcar's app id instead.
 
-    One track per channel; publishing replaces what the track offered before, so each call decides
-    what the next update check gets. `workdir` holds the payloads made for this server.
+    One track per channel (the machine's GROUP); publishing replaces what the track offered before, so each
+    call decides what the next update check gets. `workdir` holds the payloads made for this server.
     """
 
-    def __init__(self, workdir: Path, app_id: str = RAILYARD_APP_ID, guest_port: int = GUEST_PORT) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        app_id: str | None = None,
+        guest_port: int = GUEST_PORT,
+        *,
+        flatcar: FlatcarPayload | None = None,
+    ) -> None:
+        app_id = app_id or (FLATCAR_APP_ID if flatcar is not None else RAILYARD_APP_ID)
         super().__init__(app_id, app_ids=(FLATCAR_APP_ID,), guest_port=guest_port)
+        self.flatcar = flatcar
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def bad_payload_kinds(self) -> tuple[BadPayload, ...]:
+        """The bad payloads this server can offer (all of them for the default image)."""
+        return tuple(FLATCAR_REFUSALS) if self.flatcar is not None else tuple(BadPayload)
+
+    def refusal_code(self, kind: BadPayload) -> int:
+        """The Omaha error code the machine's updater reports when it refuses `kind`."""
+        return FLATCAR_REFUSALS[kind] if self.flatcar is not None else kind.error_code
+
+    @property
+    def knows_versions(self) -> bool:
+        """Whether a published version is the version the machine runs after the update (the default
+        image's always are; a Flatcar payload's when `--update-payload-version` said it)."""
+        return self.flatcar is None or self.flatcar.version is not None
+
+    def _flatcar_payload(self, what: str) -> FlatcarPayload:
+        if self.flatcar is None:
+            raise UpdateError(f"no Flatcar update payload to {what}: give one with --update-payload")
+        return self.flatcar
 
     # -- the default image's payloads ------------------------------------------------------------
 
@@ -152,19 +194,34 @@ class UpdateServer(OmahaServer):
         return self.publish(self.app_id, channel, version, path, signature=signature, **kwargs)
 
     def publish_next(self, channel: str, steps: int = 1) -> Published:
-        """Offer the channel's next version (`steps=2`: the one after it) as a signed /usr payload."""
+        """Offer the channel's next version (`steps=2`: the one after it) as a signed /usr payload; for
+        Flatcar, the `--update-payload` (there is one: `steps` must be 1)."""
+        if self.flatcar is not None:
+            if steps != 1:
+                raise UpdateError("one Flatcar update payload is given (--update-payload): no second step")
+            return self._publish_flatcar(channel)
         item = self.payload(channel, steps)
         return self._publish(channel, item.version, item.path, item.signature)
 
+    def _publish_flatcar(self, channel: str, **kwargs: Any) -> Published:
+        payload = self._flatcar_payload("publish")
+        self.unpublish(self.app_id, channel)
+        return self.publish(self.app_id, channel, payload.announced_version, payload.path, **kwargs)
+
     def publish_unbootable(self, channel: str, steps: int = 1) -> Published:
         """Offer a correctly signed payload that installs but cannot boot: an empty ext4 file system."""
+        if self.flatcar is not None:
+            raise UpdateError("an unbootable Flatcar payload needs Flatcar's payload tools: not offered")
         path = make_ext4(self.workdir / f"unbootable-{channel}.ext4", SMALL_FS_MIB * 2)
         return self._publish(
             channel, self.version_after(channel, steps), path, sign_payload(path, self.signing_key)
         )
 
     def publish_bad(self, channel: str, kind: BadPayload, steps: int = 1) -> Published:
-        """Offer a payload the client must refuse (see BadPayload) as the channel's next version."""
+        """Offer a payload the client must refuse (see BadPayload) as the channel's next version (for
+        Flatcar, the `--update-payload` with a wrong SHA-256 or size: `bad_payload_kinds`)."""
+        if self.flatcar is not None:
+            return self._publish_bad_flatcar(channel, kind)
         version = self.version_after(channel, steps)
         path = make_ext4(
             self.workdir / f"{kind.value}-{channel}.ext4",
@@ -187,6 +244,16 @@ class UpdateServer(OmahaServer):
                 channel, version, path, sign_payload(path, self.signing_key), override_size=size // 2
             )
         raise ConfigError(f"unknown bad payload kind {kind!r}")
+
+    def _publish_bad_flatcar(self, channel: str, kind: BadPayload) -> Published:
+        payload = self._flatcar_payload("spoil")
+        if kind is BadPayload.WRONG_SHA256:
+            with payload.path.open("rb") as data:
+                other = sha256_b64(data.read(1 << 20) + b"\0")
+            return self._publish_flatcar(channel, override_sha256=other)
+        if kind is BadPayload.OVERSIZED:
+            return self._publish_flatcar(channel, override_size=payload.path.stat().st_size // 2)
+        raise UpdateError(f"a {kind.value} Flatcar payload needs Flatcar's payload tools: not offered")
 
     @cached_property
     def _stranger_key(self) -> Path:

@@ -3,6 +3,10 @@ falls back by itself), payloads that must not be installed, and a power cut whil
 slot. Neither depends on the channel (every channel's agent and boot loader are the same
 program), so these run on the run's channels (`--channel`), by default the image's own: once, where
 test_update.py runs update and rollback on every channel.
+
+Refused payloads run on Flatcar too (the `--update-payload` offered with a wrong SHA-256 or size). The power
+cut and the unbootable update need what only the default image's payloads can be: written by an installer
+that can be watched, and signed by the harness.
 """
 
 import pytest
@@ -10,14 +14,14 @@ import pytest
 from harness.errors import UpdateError
 from harness.omaha_protocol import ERROR_ROLLBACK, EVENT_UPDATE_COMPLETE, RESULT_ERROR, RESULT_SUCCESS
 from harness.update_fixtures import REPORT_TIMEOUT, events_of, update_and_reboot
-from harness.update_server import BadPayload
 
 pytestmark = [
     pytest.mark.requires("host-services"),  # the guest downloads from the tests' Omaha server
-    pytest.mark.distros("railyard"),  # the payloads published are the default image's own /usr
 ]
+DEFAULT_IMAGE_ONLY = "the payloads are the default image's own /usr, built and signed by the harness"
 
 
+@pytest.mark.distros("railyard", reason=f"{DEFAULT_IMAGE_ONLY}; the cut waits for its installer's dd")
 def test_power_cut_during_install_then_two_updates(update_machine, omaha):
     m = update_machine
     n = m.os.version()
@@ -44,33 +48,37 @@ def test_power_cut_during_install_then_two_updates(update_machine, omaha):
     assert m.os.slot_status()["slot_a_state"] == "good"
 
 
+@pytest.mark.distros("railyard", "flatcar")
 def test_bad_payloads_are_refused(update_machine, omaha):
-    # One boot for all four: a refusal writes nothing, so each one starts where the last one left off.
+    # One boot for all of them: a refusal writes nothing, so each one starts where the last one left off.
     m = update_machine
     n = m.os.version()
-    slots_before = m.os.slot_status()
-    for kind in BadPayload:
+    order_before = m.os.boot_order()
+    for kind in omaha.bad_payload_kinds:
         start = len(omaha.events)
         omaha.publish_bad(m.channel, kind)
+        code = omaha.refusal_code(kind)
 
         with pytest.raises(UpdateError):
             m.os.update()
 
         status = m.os.update_status()
-        assert status["LAST_ERROR_CODE"] == str(kind.error_code), (kind, status)
+        if "LAST_ERROR_CODE" in status:  # the default image's agent says it; update_engine's status does not
+            assert status["LAST_ERROR_CODE"] == str(code), (kind, status)
         refused = omaha.wait_for_machine_event(
             m, EVENT_UPDATE_COMPLETE, RESULT_ERROR, timeout=60, after=start
         )
-        assert refused.error_code == kind.error_code, kind
+        assert (refused.error_code or 0) & 0xFFFF == code, (kind, refused)
         assert (EVENT_UPDATE_COMPLETE, RESULT_SUCCESS, None) not in events_of(omaha, m, start), kind
-        assert m.os.slot_status() == slots_before, kind  # nothing written to the boot order
+        assert m.os.boot_order() == order_before, kind  # nothing written to the boot order
 
     m.reboot()
     assert m.os.booted_slot() == "USR-A"
     assert m.os.version() == n
-    assert m.os.slot_status()["slot_b_state"] == "none"
+    assert m.os.slot_state("USR-B") == "none"
 
 
+@pytest.mark.distros("railyard", reason=f"{DEFAULT_IMAGE_ONLY}: one that installs and cannot boot")
 @pytest.mark.flags("no_console_check")  # the failed trial boot prints its failure on purpose
 def test_unbootable_update_falls_back_by_itself(update_machine, omaha):
     m = update_machine

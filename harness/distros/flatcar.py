@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from harness.distros.base import Distro
-from harness.distros.guest import GuestOS, parse_key_values
+from harness.distros.guest import SLOTS, GuestOS, parse_key_values
 from harness.errors import UpdateError
 
 if TYPE_CHECKING:
@@ -89,6 +89,69 @@ class FlatcarOS(GuestOS):
         self.m.succeed(f"sudo cgpt prioritize {shlex.quote(self._other_usr())}")
 
     def mark_good(self) -> None:
-        """Mark the booted USR partition successful (update_engine does this ~2 min after a boot)."""
+        """Mark the booted USR partition successful, as `flatcar-setgoodroot` does (update_engine runs that
+        before its first check after a boot)."""
         booted = self.m.succeed("rootdev -s /usr").strip()
         self.m.succeed(f"sudo cgpt add -S1 -T0 {shlex.quote(booted)}")
+
+    def report_boot(self) -> None:
+        """Check now: update_engine marks the booted partition good, then its first check after a boot says
+        how the boot went (the new version with its previous one, or a rollback)."""
+        self.start_update()
+
+    def gpt_attributes(self, slot: str) -> GptAttributes:
+        """The GPT priority, tries and successful flag of a USR partition (`cgpt show -i N -P/-T/-S`)."""
+        label = shlex.quote(f"/dev/disk/by-partlabel/{slot}")
+        script = (
+            f"part=$(readlink -f {label}) && n=$(cat /sys/class/block/${{part##*/}}/partition) && "
+            'disk=/dev/$(lsblk -ndo PKNAME "$part") && '
+            'echo "$(sudo cgpt show -i "$n" -P "$disk") $(sudo cgpt show -i "$n" -T "$disk") '
+            '$(sudo cgpt show -i "$n" -S "$disk")"'
+        )
+        fields = self.m.succeed(script).split()
+        try:
+            priority, tries, successful = (int(f) for f in fields)
+        except ValueError:
+            raise UpdateError(
+                f"{self.m.name}: cgpt gave no priority, tries and successful for {slot}: {fields}"
+            ) from None
+        return GptAttributes(priority, tries, successful)
+
+    def slot_state(self, slot: str) -> str:
+        """good: booted successfully; trial: tries left; none: priority 0 (never made bootable); bad: the
+        rest (its tries spent without a successful boot)."""
+        return self.gpt_attributes(slot).state
+
+    def next_slot(self) -> str:
+        """The bootable slot of the highest priority, as Flatcar's GRUB chooses (successful or tries left)."""
+        ranked = []
+        for slot in SLOTS:
+            attrs = self.gpt_attributes(slot)
+            if attrs.priority > 0 and (attrs.successful or attrs.tries > 0):
+                ranked.append((attrs.priority, slot))
+        if not ranked:
+            raise UpdateError(f"{self.m.name}: neither USR partition is bootable")
+        return max(ranked, key=lambda item: (item[0], item[1] == "USR-A"))[1]
+
+    def boot_order(self) -> dict[str, str]:
+        return {slot: str(self.gpt_attributes(slot)) for slot in SLOTS}
+
+
+@dataclass(frozen=True)
+class GptAttributes:
+    """The ChromeOS-style GPT attributes of a USR partition, which Flatcar's GRUB boots by."""
+
+    priority: int
+    tries: int
+    successful: int
+
+    @property
+    def state(self) -> str:
+        if self.successful:
+            return "good"
+        if self.priority == 0:
+            return "none"
+        return "trial" if self.tries > 0 else "bad"
+
+    def __str__(self) -> str:
+        return f"priority={self.priority} tries={self.tries} successful={self.successful}"

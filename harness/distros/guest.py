@@ -2,7 +2,9 @@
 
 The update calls are the same on every distro: `version()`, `booted_slot()`, `update(timeout=)` (check
 now, wait until the update is applied and a reboot is needed), `start_update()` (check now, do not wait),
-`update_status()`, `rollback()` (boot the other slot from the next boot on) and `mark_good()`.
+`update_status()`, `rollback()` (boot the other slot from the next boot on), `mark_good()`,
+`report_boot()` (make the updater report how the boot went), and the boot order: `slot_state(slot)`
+(good, trial, bad or none), `next_slot()` and `boot_order()` (a snapshot to compare).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SLOTS = ("USR-A", "USR-B")
+SLOT_STATES = ("good", "trial", "bad", "none")
+"""A slot's state: booted to the end (good), to be tried (trial), failed its trial (bad), never installed."""
 
 STATUS_IDLE = "UPDATE_STATUS_IDLE"
 STATUS_NEED_REBOOT = "UPDATE_STATUS_UPDATED_NEED_REBOOT"
@@ -119,6 +123,23 @@ class GuestOS:
 
     def mark_good(self) -> None:
         raise self._unsupported("mark the booted slot good")
+
+    def report_boot(self) -> None:
+        """Make the updater report how the last boot went (its first check after a boot: the new version,
+        or a rollback). An updater that reports by itself after every boot needs nothing."""
+
+    def slot_state(self, slot: str) -> str:
+        """One of SLOT_STATES for `slot` (USR-A or USR-B)."""
+        raise self._unsupported("read the slots' states")
+
+    def next_slot(self) -> str:
+        """The slot the next boot takes."""
+        raise self._unsupported("read the boot order")
+
+    def boot_order(self) -> dict[str, str]:
+        """What decides the next boots, as text to compare before and after something that must not
+        change it."""
+        raise self._unsupported("read the boot order")
 
     def _default_update_timeout(self) -> float:
         # Download, hash, signature check and a /usr write: several times a plain command under TCG.

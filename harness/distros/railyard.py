@@ -115,3 +115,13 @@ class RailyardOS(GuestOS):
     def mark_good(self) -> None:
         """Make the booted slot the default (it is no longer on trial)."""
         self.m.succeed("sudo railyard-slot mark-good")
+
+    def slot_state(self, slot: str) -> str:
+        """`railyard-slot status`'s `slot_a_state`/`slot_b_state`."""
+        return self.slot_status()[f"slot_{slot[-1].lower()}_state"]
+
+    def next_slot(self) -> str:
+        return self.slot_status()["next"]
+
+    def boot_order(self) -> dict[str, str]:
+        return self.slot_status()
