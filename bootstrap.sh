@@ -12,6 +12,7 @@ packages=(
   python3-venv python3-dev gcc                 # the virtualenv
   openssh-server iproute2                      # the cloud contract tests' guest: sshd in a network namespace
   chromium                                     # the HTML report's test renders it headless
+  gnupg gpgv                                   # railyard image fetch checks signatures; its tests make keys
 )
 missing=()
 for pkg in "${packages[@]}"; do

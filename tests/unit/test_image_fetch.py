@@ -16,6 +16,7 @@ from harness.fetch import FetchRequest, fetch_release, find_fetched
 from harness.fetch.digests import parse_digests
 from harness.fetch.release import parse_version_txt
 from harness.image_choice import resolve_image
+from tests.integration.helpers import run_inner
 from tests.unit.release_mirror import (
     Mirror,
     SigningKeys,
@@ -325,3 +326,39 @@ def test_version_txt_and_digests_parsing():
         parse_version_txt("FLATCAR_BUILD=4152\n")
     text = "# MD5 HASH\naa  a.img.bz2\n# SHA512 HASH\nbb  a.img.bz2\ncc  b.json\n"
     assert parse_digests(text) == {"a.img.bz2": {"md5": "aa", "sha512": "bb"}, "b.json": {"sha512": "cc"}}
+
+
+INNER = """
+def test_the_image(railyard_target):
+    target, image = railyard_target
+    print("IMAGE", image.path, target.distro, target.version)
+"""
+
+
+def test_a_run_with_distro_flatcar_boots_the_fetched_image(pytester, mirror, keys, tmp_path, monkeypatch):
+    signing, _, _ = keys
+    mirror.publish(signing, "stable", VERSION, {BIOS: IMAGE}, compress=True)
+    xdg = tmp_path / "xdg"
+    image = fetch_release(request(mirror, signing, xdg / "railyard" / "fetched"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(xdg))
+    pytester.makepyfile(test_inner=INNER)
+
+    result = run_inner(pytester, "-s", "--distro=flatcar", "--channel", "stable")
+
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([f"*IMAGE {image.path} flatcar {VERSION}*"])
+
+
+def test_a_run_without_the_fetched_image_stops_before_it_starts(pytester, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty"))
+    pytester.makepyfile(test_inner=INNER)
+
+    result = run_inner(pytester, "--distro=flatcar", "--channel", "beta")
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "*no flatcar beta image has been fetched*run `railyard image fetch --distro flatcar --channel beta` first*"
+        ]
+    )
+    assert "test_the_image" not in result.stdout.str()
