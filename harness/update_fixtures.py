@@ -77,7 +77,7 @@ def flatcar_payload(config: pytest.Config) -> FlatcarPayload | None:
 def _server_for(request: pytest.FixtureRequest, target_fixture: str, workdir: Path) -> UpdateServer:
     """The default image's server, or for a Flatcar machine the server of `--update-payload`."""
     _, image = request.getfixturevalue(target_fixture)
-    if image.distro.name != "flatcar":
+    if not image.distro.given_payloads:
         return UpdateServer(workdir)
     try:
         payload = flatcar_payload(request.config)

@@ -31,6 +31,9 @@ class Distro:
     butane_variant: str = "fcos"
     update_conf: str | None = None
     """The updater's configuration file, where it has one the harness writes."""
+    given_payloads: bool = False
+    """Whether the update suites offer it the update payload given with `--update-payload` (Flatcar), not
+    the default image's own payloads."""
     container_cli: str | None = None
     """The container runtime's command (`podman`, `docker`): it loads a Docker archive (`load -i`) and runs
     it (`run --rm`); None where the OS has no runtime."""

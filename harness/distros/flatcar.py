@@ -41,6 +41,7 @@ FLATCAR = FlatcarDistro(
     ignition_fw_cfg="opt/org.flatcar-linux/config",
     butane_variant="flatcar",
     update_conf=FLATCAR_UPDATE_CONF,
+    given_payloads=True,
     container_cli="docker",
 )
 
