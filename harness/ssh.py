@@ -152,10 +152,12 @@ class SSHConnection:
             log.debug("SSH connected to %s@%s:%d", ep.user, ep.host, ep.port)
 
     def add_forward(self, forward: RemoteForward) -> None:
-        """Make a host service reachable from the guest (`ssh -R`), now and after every new login."""
+        """Make a host service reachable from the guest (`ssh -R`), now and after every new login. Asking
+        again for a forward this connection has is a no-op (every login asks for all of them)."""
         with self._lock:
-            if forward not in self._forwards:
-                self._forwards.append(forward)
+            if forward in self._forwards:
+                return
+            self._forwards.append(forward)
             client = self._client if self._is_active_locked() else None
             transport = client.get_transport() if client is not None else None
             if transport is not None:
