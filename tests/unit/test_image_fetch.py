@@ -264,7 +264,7 @@ def test_the_official_key_must_have_the_pinned_fingerprint(mirror, keys, cache_r
     assert image.path.read_bytes() == IMAGE
 
 
-def test_the_cli_fetch_then_the_plugin_boots_it_without_image(mirror, keys, tmp_path, monkeypatch, capsys):
+def test_the_cli_fetch_then_the_plugin_finds_it_without_image(mirror, keys, tmp_path, monkeypatch, capsys):
     signing, _, _ = keys
     mirror.publish(signing, "stable", VERSION, {BIOS: IMAGE}, compress=True)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
@@ -335,7 +335,7 @@ def test_the_image(railyard_target):
 """
 
 
-def test_a_run_with_distro_flatcar_boots_the_fetched_image(pytester, mirror, keys, tmp_path, monkeypatch):
+def test_a_run_with_distro_flatcar_targets_the_fetched_image(pytester, mirror, keys, tmp_path, monkeypatch):
     signing, _, _ = keys
     mirror.publish(signing, "stable", VERSION, {BIOS: IMAGE}, compress=True)
     xdg = tmp_path / "xdg"
