@@ -58,9 +58,12 @@ def remove_netns(name: str = NETNS) -> None:
         if pid_alive(pid):
             stop_pid(pid, f"process {pid} in netns {name}")
     if netns_exists(name):
-        _run("ip", "netns", "delete", name)
-    if Path(f"/sys/class/net/{HOST_IF}").exists():
+        _run("ip", "netns", "delete", name)  # its end of the veth pair goes, and this host's end with it
+    try:
         _run("ip", "link", "delete", HOST_IF)
+    except RuntimeError:
+        if Path(f"/sys/class/net/{HOST_IF}").exists():
+            raise
 
 
 @dataclass
@@ -258,9 +261,11 @@ class RemoteHost:
                 with contextlib.suppress(RuntimeError):
                     self.inside("virsh", "-c", "qemu:///system", "destroy", name)
                 self.inside("virsh", "-c", "qemu:///system", "undefine", "--nvram", name)
-        for pid, what in reversed(self.started):
-            if pid_alive(pid):
-                stop_pid(pid, f"the namespace's {what}")
-        self.started.clear()
-        remove_netns()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        try:
+            for pid, what in reversed(self.started):
+                if pid_alive(pid):
+                    stop_pid(pid, f"the namespace's {what}")
+            self.started.clear()
+            remove_netns()
+        finally:
+            shutil.rmtree(self.workdir, ignore_errors=True)
