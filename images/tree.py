@@ -110,6 +110,9 @@ MASKED_UNITS: tuple[str, ...] = (
     "systemd-update-done.service",
 )
 
+# A server boots to multi-user.target, as Container Linux does (Debian's default is graphical.target).
+DEFAULT_TARGET = "multi-user.target"
+
 # Enablement that belongs to /usr (so an update carries it): (link below lib/systemd/system, target).
 STATIC_LINKS: tuple[tuple[str, str], ...] = (
     ("boot-complete.target.requires/railyard-health.service", "../railyard-health.service"),
@@ -156,7 +159,7 @@ def customisation_hash() -> str:
     digest.update(tree_hash(OVERLAY_DIR).encode())
     for rel, src in sorted(INSTALLED_FILES.items()):
         digest.update(rel.encode() + b"\0" + src.read_bytes() + b"\0")
-    digest.update(repr((sorted(OVERLAY_MODES.items()), MASKED_UNITS, STATIC_LINKS)).encode())
+    digest.update(repr((sorted(OVERLAY_MODES.items()), MASKED_UNITS, STATIC_LINKS, DEFAULT_TARGET)).encode())
     return digest.hexdigest()[:16]
 
 
@@ -355,6 +358,7 @@ def customise(tree: PreparedTree, channel: str, version: str, build_key: str, si
     for f in (root / "etc" / "ssh").glob("ssh_host_*"):
         f.unlink()
     run(["chroot", root, "systemctl", "preset-all"], "systemctl preset-all")
+    run(["chroot", root, "systemctl", "set-default", DEFAULT_TARGET], "systemctl set-default")
     for unit in MASKED_UNITS:
         _symlink(root / "etc" / "systemd" / "system" / unit, "/dev/null")
     group = (root / "etc" / "group").read_text()
