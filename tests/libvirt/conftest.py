@@ -72,7 +72,7 @@ def hypervisors() -> Iterator[Hypervisors]:
         others = _users()
         daemons = Daemons(STATE_DIR, started=_started())
         if not others:
-            daemons.stop()  # what a crashed earlier session left
+            daemons.stop()  # what a crashed earlier run left
             daemons = Daemons(STATE_DIR)
         try:
             system = daemons.start_system()

@@ -96,7 +96,7 @@ class RemoteHost:
     # -- start ------------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        remove_netns()  # what a crashed earlier session left
+        remove_netns()  # what a crashed earlier run left
         self._network()
         self._keys()
         self._files()
