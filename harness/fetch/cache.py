@@ -59,13 +59,14 @@ class FetchedImage:
         return self.path.parent
 
 
-def _disk_name(firmware: str) -> str:
+def disk_name(firmware: str) -> str:
+    """The file name of the disk image among a firmware's release files."""
     return next(f.name for f in release_files(firmware) if f.disk)
 
 
 def load_fetched(folder: Path, firmware: str) -> FetchedImage | None:
     """The image in a release folder, or None when the folder is not a complete fetch."""
-    disk = folder / _disk_name(firmware)
+    disk = folder / disk_name(firmware)
     if not disk.is_file():
         return None
     if any(not (folder / f.name).is_file() for f in release_files(firmware)):

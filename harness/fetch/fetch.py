@@ -189,7 +189,7 @@ def _publish(
     provenance: list[dict[str, object]],
     keyring: Keyring,
 ) -> cache.FetchedImage:
-    disk = next(f.name for f in release_files(request.firmware) if f.disk)
+    disk = cache.disk_name(request.firmware)
     now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     meta = ImageMetadata(
         name=Path(disk).stem,
