@@ -162,11 +162,27 @@ def ensure_pool(conn: Any, address: HypervisorAddress, name: str) -> Any:
                 raise PlatformError(f"cannot create storage pool {name} on {address.uri}: {exc}") from exc
     try:
         if not pool.isActive():
-            pool.create(0)
+            _start_pool(pool)
     except libvirt.libvirtError as exc:
         if not pool.isActive():
             raise PlatformError(f"cannot start storage pool {name} on {address.uri}: {exc}") from exc
     return pool
+
+
+def _start_pool(pool: Any) -> None:
+    """Start an inactive pool. A directory pool whose directory is gone (removed by hand, or a host whose
+    /var/lib/libvirt was reset while /etc/libvirt kept the definition) is built again first: for a
+    directory pool that only makes the directory. Other pool types are never built here (that formats)."""
+    import libvirt
+
+    try:
+        pool.create(0)
+    except libvirt.libvirtError:
+        if ET.fromstring(pool.XMLDesc(0)).get("type") != "dir" or pool.isActive():
+            raise
+        log.info("storage pool %s: building its directory again", pool.name())
+        pool.build(0)
+        pool.create(0)
 
 
 def pool_directory(pool: Any) -> Path | None:

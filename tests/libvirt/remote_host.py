@@ -168,8 +168,11 @@ class RemoteHost:
     def _files(self) -> None:
         """The namespace's own libvirt configuration and state directories."""
         etc = self.workdir / "etc-libvirt"
-        shutil.copytree("/etc/libvirt", etc, ignore=shutil.ignore_patterns("qemu"), symlinks=True)
-        (etc / "qemu").mkdir()  # no domain, no network (libvirt's default network is never defined here)
+        # No domain, no network (libvirt's default network is never defined here) and no storage pool: the
+        # host's pools name directories under its own /var/lib/libvirt, which this host does not share.
+        shutil.copytree("/etc/libvirt", etc, ignore=shutil.ignore_patterns("qemu", "storage"), symlinks=True)
+        (etc / "qemu").mkdir()
+        (etc / "storage").mkdir()
         config = [f'log_outputs = "3:file:{self.workdir / "libvirtd.log"}"']
         (etc / "libvirtd.conf").write_text("\n".join(config) + "\n")
         qemu = (etc / "qemu.conf").read_text()

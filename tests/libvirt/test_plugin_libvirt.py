@@ -272,3 +272,26 @@ def test_domain_xml_is_accepted_by_libvirt(hypervisors):
                 domain.undefineFlags(7)
         finally:
             conn.close()
+
+
+def test_a_pool_whose_directory_went_missing_is_built_again(hypervisors, tmp_path):
+    """A directory pool defined on the hypervisor but with its directory gone starts again (no boot)."""
+    from platforms.libvirt.storage import ensure_pool, parse_uri
+    from platforms.libvirt.xml import pool_xml
+
+    name = f"railyard-missing-dir-{os.getpid()}"
+    directory = tmp_path / "pool"
+    conn = libvirt.open(hypervisors.system)
+    pool = conn.storagePoolDefineXML(pool_xml(name, directory), 0)
+    try:
+        assert not directory.exists()
+        with pytest.raises(libvirt.libvirtError, match="No such file or directory"):
+            pool.create(0)  # what libvirt alone does with it
+        started = ensure_pool(conn, parse_uri(hypervisors.system), name)
+        assert started.isActive()
+        assert directory.is_dir()
+    finally:
+        if pool.isActive():
+            pool.destroy()
+        pool.undefine()
+        conn.close()
