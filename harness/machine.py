@@ -25,6 +25,7 @@ from harness.restarts import (
     SHUTDOWN_POLL,
     PowerCycled,
     RestartGuard,
+    login_prompt_hint,
     wait_for_new_boot,
     wait_for_restart_line,
     wait_while_up,
@@ -125,7 +126,9 @@ class GuestMachine:
                 watch.check()
             return self.vm.is_running()
 
-        _, banner_socket = wait_for_banner_socket(ep.host, ep.port, timeout, alive=alive, via=ep.via)
+        _, banner_socket = wait_for_banner_socket(
+            ep.host, ep.port, timeout, alive=alive, via=ep.via, hint=login_prompt_hint(self)
+        )
         first: list[BannerStream] = [banner_socket]  # the first login reuses the banner's connection
 
         def connect() -> SSHConnection:

@@ -4,6 +4,7 @@ new boot id over SSH, and the recovery of a restart stuck in the firmware (Resta
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -27,6 +28,19 @@ SHUTDOWN_POLL = 0.2
 """Seconds between looks at the console while a rebooting machine shuts down (a file read on this host)."""
 UP_POLL = 1.0
 """Seconds between looks while waiting for a boot to go down by itself."""
+
+
+LOGIN_PROMPT = re.compile(r"\S login: ")
+"""What a serial getty prints when a boot reaches its login prompt (`railyard login: `, `localhost login: `)."""
+
+
+def login_prompt_hint(machine: GuestMachine) -> Callable[[], bool] | None:
+    """For `wait_for_banner_socket`: whether a login prompt appeared on the machine's console after now (its
+    sshd then starts within seconds). None where the console is not a local file that is cheap to read."""
+    if not machine.vm.live_console:
+        return None
+    mark = len(machine.console_text())
+    return lambda: LOGIN_PROMPT.search(machine.console_text(), mark) is not None
 
 
 def wait_for_restart_line(machine: GuestMachine, mark: int, timeout: float) -> None:
@@ -82,6 +96,7 @@ def wait_for_new_boot(
     """
     deadline = time.monotonic() + timeout
     guard = RestartGuard(machine, silent_at=silent_at)
+    hint = login_prompt_hint(machine)
 
     def new_boot() -> str | None:
         if not machine.vm.is_running():
@@ -89,8 +104,9 @@ def wait_for_new_boot(
         ep = machine.vm.ssh_endpoint
         try:
             _, sock = wait_for_banner_socket(
-                ep.host, ep.port, max(deadline - time.monotonic(), 1.0), alive=guard.alive, via=ep.via
-            )
+                ep.host, ep.port, max(deadline - time.monotonic(), 1.0), alive=guard.alive, via=ep.via,
+                hint=hint,
+            )  # fmt: skip
         except PowerCycled:
             return None  # SSH is forwarded from somewhere new: wait again there
         try:

@@ -29,7 +29,13 @@ _Attempt = socket.socket | paramiko.Channel
 BANNER_TRY_TIMEOUT = 3.0
 """How long one attempt waits for the banner once connected."""
 BANNER_INTERVAL = 0.5
-"""Seconds between the starts of overlapping attempts."""
+"""Seconds between the starts of overlapping attempts while the guest answers (or is said to be close)."""
+BANNER_SLOW_INTERVAL = 4.0
+"""The longest pause between attempts: reached while attempts go unanswered (see `wait_for_banner_socket`)."""
+BANNER_HINTED_SLOW_INTERVAL = 10.0
+"""The longest pause where a hint says when the guest comes close (the hint brings the short pause back)."""
+BANNER_BACKOFF = 2.0
+"""Each attempt left unanswered makes the pause before the next this much longer, up to the slow interval."""
 BANNER_MAX_PENDING = 3
 """At most this many attempts wait at once (each one sshd accepts costs the guest a fork and re-exec)."""
 ALIVE_INTERVAL = 1.0
@@ -112,22 +118,46 @@ def wait_for_banner_socket(
     interval: float = BANNER_INTERVAL,
     try_timeout: float = BANNER_TRY_TIMEOUT,
     via: SSHJump | None = None,
+    slowest: float | None = None,
+    hint: Callable[[], bool] | None = None,
 ) -> tuple[str, BannerStream]:
     """`wait_for_banner`, returning the connection too (for `SSHConnection.connect(sock=...)`): a socket, or
     a channel through `via` (an SSH jump) when given.
 
-    A new attempt starts every `interval` seconds while earlier ones still wait (each for up to `try_timeout`),
-    and the first banner wins. With QEMU's user networking a connection is accepted on the host at once, and
-    one made before the guest had its address waits on the forward's retransmitted SYNs for seconds after
-    sshd is ready; a later attempt does not.
+    Attempts overlap (each waits up to `try_timeout`) and the first banner wins. With QEMU's user networking
+    a connection is accepted on the host at once, and one made before the guest had its address waits on the
+    forward's retransmitted SYNs for seconds after sshd is ready; a later attempt does not. Every such
+    attempt also stays queued in QEMU after the harness gives it up, and reaches the guest's sshd the moment
+    the guest's network comes up: each one then costs the guest a fork and re-exec of sshd just when the
+    harness logs in (dozens of them made a login take 9 s instead of 1 s under TCG). So the pace adapts:
+    while attempts go unanswered, the pause between them grows from `interval` by `BANNER_BACKOFF` up to
+    `slowest` (`BANNER_HINTED_SLOW_INTERVAL` with a hint, else `BANNER_SLOW_INTERVAL`); it drops back to
+    `interval` when an attempt gets any answer (a refusal or a close: nothing is queued then) and, for good,
+    once `hint()` (polled about every `interval`) says the guest is close to ready (e.g. its console shows a
+    login prompt).
     """
+    if slowest is None:
+        slowest = BANNER_HINTED_SLOW_INTERVAL if hint is not None else BANNER_SLOW_INTERVAL
     deadline = time.monotonic() + timeout
     race = _BannerRace(host, port, try_timeout, via)
+    pause = interval
     next_attempt = time.monotonic()
     next_alive = next_attempt
+    next_hint = next_attempt if hint is not None else math.inf
+    answered = 0
     try:
         while True:
             now = time.monotonic()
+            if now >= next_hint:
+                next_hint = now + interval
+                if hint is not None and hint():
+                    log.debug("SSH on %s:%d: the guest looks close to ready; attempts every %.1f s",
+                              host, port, interval)  # fmt: skip
+                    slowest, next_hint = interval, math.inf
+                    pause, next_attempt = interval, min(next_attempt, now)
+            if race.answered != answered:
+                answered = race.answered
+                pause, next_attempt = interval, min(next_attempt, now + interval)
             if alive is not None and now >= next_alive:
                 if not alive():
                     raise BootError(
@@ -142,8 +172,10 @@ def wait_for_banner_socket(
                 )
             if now >= next_attempt and race.pending < BANNER_MAX_PENDING:
                 race.start()
-                next_attempt = now + interval
-            won = race.wait(max(0.0, min(next_attempt, deadline, next_alive if alive else deadline) - now))
+                next_attempt = now + pause
+                pause = min(pause * BANNER_BACKOFF, max(slowest, interval))
+            wake = min(next_attempt, deadline, next_alive if alive else deadline, next_hint)
+            won = race.wait(max(0.0, wake - now))
             if won is not None:
                 log.debug("SSH banner on %s:%d after %d attempt(s): %s", host, port, race.attempts, won[0])
                 return won
@@ -161,6 +193,8 @@ class _BannerRace:
         self.received: dict[_Attempt, bytes] = {}
         self.started: dict[_Attempt, float] = {}
         self.attempts = 0
+        self.answered = 0
+        """Attempts that ended by an answer from the far end (refused, reset or closed), not by a timeout."""
         self.last_error = "no attempt made"
 
     @property
@@ -182,6 +216,7 @@ class _BannerRace:
         if code not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
             sock.close()
             self._failed(OSError(code, os.strerror(code)))
+            self.answered += 1
             return
         self._track(sock)
 
@@ -191,6 +226,7 @@ class _BannerRace:
             channel = via.open(self.host, self.port, self.try_timeout)
         except (OSError, SSHError) as exc:
             self._failed(exc)
+            self.answered += 1
             return
         self._track(channel)
 
@@ -239,6 +275,8 @@ class _BannerRace:
 
     def _drop(self, sock: _Attempt, exc: BaseException) -> None:
         self._failed(exc)
+        if not isinstance(exc, TimeoutError):
+            self.answered += 1
         self.selector.unregister(sock)
         del self.received[sock], self.started[sock]
         sock.close()

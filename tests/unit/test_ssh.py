@@ -150,3 +150,75 @@ def test_a_later_attempt_wins_over_a_stalled_one(server_factory):
     assert banner == "SSH-2.0-late"
     assert time.monotonic() - start < BANNER_TRY_TIMEOUT
     assert len(server.connections) >= 2
+
+
+class ReadyLater(TcpServer):
+    """Silent on every connection made before `ready` is set (QEMU's forward before the guest's network is
+    up); sends the banner on the ones made after."""
+
+    def __init__(self) -> None:
+        self.ready = threading.Event()
+        super().__init__(b"SSH-2.0-ready\r\n")
+
+    def serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections.append(conn)
+            if self.ready.is_set():
+                conn.sendall(b"SSH-2.0-ready\r\n")
+
+
+def test_unanswered_attempts_slow_down(server_factory):
+    # Each attempt QEMU's forward leaves unanswered reaches the guest's sshd later: few may be made.
+    server = server_factory(None)
+    with pytest.raises(WaitTimeout):
+        wait_for_banner("127.0.0.1", server.port, 6.0, interval=0.2)
+    # The pauses grow 0.2, 0.4, 0.8, ... up to 4 s: attempts at 0, 0.2, 0.6, 1.4, 3.0 and 6.2 (5 in 6 s),
+    # where a fixed pace would have made 18.
+    assert 3 <= len(server.connections) <= 6, len(server.connections)
+
+
+def test_refusals_keep_the_fast_pace():
+    # A refusal means nothing waits anywhere: attempts stay at the fast pace (about 30 in 3 s at 0.1 s).
+    port = free_port()
+    listener = socket.create_server(("127.0.0.1", port))
+    listener.close()
+    with pytest.raises(WaitTimeout) as info:
+        wait_for_banner_socket("127.0.0.1", port, 3.0, interval=0.1)
+    assert "ConnectionRefusedError" in str(info.value)
+    count = int(str(info.value).split("(")[1].split(" attempts")[0])
+    assert count >= 15, count
+
+
+def test_a_hint_brings_the_fast_pace_back(server_factory):
+    # Unanswered attempts slowed the pace to its slowest; the console then shows a login prompt (the hint)
+    # and sshd listens: the banner comes within the fast interval, not the slow one.
+    server = ReadyLater()
+    try:
+        hinted = threading.Event()
+        threading.Timer(3.0, lambda: (server.ready.set(), hinted.set())).start()
+        start = time.monotonic()
+        banner, sock = wait_for_banner_socket(
+            "127.0.0.1", server.port, 30, interval=0.2, slowest=20.0, hint=hinted.is_set
+        )
+        sock.close()
+        assert banner == "SSH-2.0-ready"
+        assert time.monotonic() - start < 3.0 + 1.0
+    finally:
+        server.close()
+
+
+def test_without_a_hint_the_slow_pace_still_finds_sshd(server_factory):
+    server = ReadyLater()
+    try:
+        threading.Timer(3.0, server.ready.set).start()
+        start = time.monotonic()
+        banner, sock = wait_for_banner_socket("127.0.0.1", server.port, 30, interval=0.2, slowest=2.0)
+        sock.close()
+        assert banner == "SSH-2.0-ready"
+        assert time.monotonic() - start < 3.0 + 2.0 + 0.5
+    finally:
+        server.close()
