@@ -518,10 +518,18 @@ def _factory(
     directory = run.output_dir / safe_name(node.nodeid.replace("/", ".") + suffix, 120)
     label = node.name if hasattr(node, "name") else "machine"
     factory = MachineFactory(run, image, _requirements(node), directory, label.split("[")[0], node.nodeid)
+    # A module's machine that fails to come up (a boot error, a degraded system) fails no test yet: its
+    # artifacts, the journal first, are kept all the same.
+    raised = False
     try:
         yield factory
+    except pytest.skip.Exception:
+        raise
+    except BaseException:
+        raised = True
+        raise
     finally:
-        for note in factory.finish(failed()):
+        for note in factory.finish(raised or failed()):
             log.warning("%s", note)
             if isinstance(request.node, pytest.Item):
                 request.node.add_report_section("teardown", "railyard", note)
