@@ -28,7 +28,8 @@ TREE_RECIPE_VERSION = "5"
 
 # Where the image keeps its own dracut inputs inside /usr (so a guest can rebuild its initrd).
 DRACUT_CONF_IN_USR = "lib/railyard/dracut.conf"
-DRACUT_MODULE_NAME = "50railyard"
+DRACUT_MODULE_NAMES = ("50railyard", "99railyard-trim")
+"""The project's dracut modules (images/dracut/<name>), installed into the tree's modules.d."""
 
 # Module directories (below lib/modules/<kver>/kernel) a virtual test machine never needs.
 PRUNED_MODULE_DIRS: tuple[str, ...] = (
@@ -70,6 +71,7 @@ OVERLAY_MODES: dict[str, int] = {
     "usr/lib/railyard/update-agent": 0o755,
     "usr/lib/railyard/health-check": 0o755,
     "usr/lib/railyard/ssh-host-key": 0o755,
+    "usr/lib/railyard/audit-rules": 0o755,
     "etc/sudoers.d/railyard": 0o440,
 }
 
@@ -108,6 +110,20 @@ MASKED_UNITS: tuple[str, ...] = (
     "systemd-hwdb-update.service",
     "systemd-journal-catalog-update.service",
     "systemd-update-done.service",
+)
+
+# systemd runs every generator on each boot and on each switch-root (a process apiece, tenths of a second
+# each under emulation). These have nothing to generate on this image: no SysV scripts without native units,
+# no rc.local, resume=, offline system updates, integritytab or veritytab, and the GPT auto-mounts are off
+# (systemd.gpt_auto=0). Masked in /etc like the units above, so a machine can unmask one.
+MASKED_GENERATORS: tuple[str, ...] = (
+    "systemd-sysv-generator",
+    "systemd-rc-local-generator",
+    "systemd-hibernate-resume-generator",
+    "systemd-system-update-generator",
+    "systemd-gpt-auto-generator",
+    "systemd-integritysetup-generator",
+    "systemd-veritysetup-generator",
 )
 
 # A server boots to multi-user.target, as Container Linux does (Debian's default is graphical.target).
@@ -159,7 +175,11 @@ def customisation_hash() -> str:
     digest.update(tree_hash(OVERLAY_DIR).encode())
     for rel, src in sorted(INSTALLED_FILES.items()):
         digest.update(rel.encode() + b"\0" + src.read_bytes() + b"\0")
-    digest.update(repr((sorted(OVERLAY_MODES.items()), MASKED_UNITS, STATIC_LINKS, DEFAULT_TARGET)).encode())
+    digest.update(
+        repr(
+            (sorted(OVERLAY_MODES.items()), MASKED_UNITS, MASKED_GENERATORS, STATIC_LINKS, DEFAULT_TARGET)
+        ).encode()
+    )
     return digest.hexdigest()[:16]
 
 
@@ -239,11 +259,12 @@ def prune_modules(tree: PreparedTree) -> None:
 
 def install_dracut_inputs(tree: PreparedTree) -> None:
     """Put the project's dracut configuration and module into /usr (the guest can rebuild its initrd)."""
-    module_dest = tree.usr / "lib" / "dracut" / "modules.d" / DRACUT_MODULE_NAME
-    shutil.rmtree(module_dest, ignore_errors=True)
-    shutil.copytree(DRACUT_DIR / DRACUT_MODULE_NAME, module_dest)
-    for f in module_dest.iterdir():
-        f.chmod(0o644 if f.suffix in (".conf", ".service") else 0o755)
+    for name in DRACUT_MODULE_NAMES:
+        module_dest = tree.usr / "lib" / "dracut" / "modules.d" / name
+        shutil.rmtree(module_dest, ignore_errors=True)
+        shutil.copytree(DRACUT_DIR / name, module_dest)
+        for f in module_dest.iterdir():
+            f.chmod(0o644 if f.suffix in (".conf", ".service", ".network") else 0o755)
     conf = tree.usr / DRACUT_CONF_IN_USR
     conf.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(DRACUT_DIR / "dracut.conf", conf)
@@ -361,6 +382,8 @@ def customise(tree: PreparedTree, channel: str, version: str, build_key: str, si
     run(["chroot", root, "systemctl", "set-default", DEFAULT_TARGET], "systemctl set-default")
     for unit in MASKED_UNITS:
         _symlink(root / "etc" / "systemd" / "system" / unit, "/dev/null")
+    for generator in MASKED_GENERATORS:
+        _symlink(root / "etc" / "systemd" / "system-generators" / generator, "/dev/null")
     group = (root / "etc" / "group").read_text()
     if not any(line.startswith("wheel:") for line in group.splitlines()):
         run(["chroot", root, "groupadd", "--system", "wheel"], "groupadd wheel")

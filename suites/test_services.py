@@ -37,8 +37,8 @@ def guest_offset(machine) -> float:
 
 
 def test_auditd_runs_and_loads_the_rules_a_config_drops_in(module_machine):
-    """kola: none (Flatcar loads /etc/audit/rules.d with audit-rules.service)"""
-    module_machine.wait_for_unit("auditd.service")
+    """kola: none (Flatcar loads /etc/audit/rules.d with audit-rules.service, and so does this image)"""
+    module_machine.wait_for_unit("audit-rules.service")
     status = module_machine.succeed("sudo auditctl -s")
     assert "enabled 1" in status, status
     assert "pid 0" not in status, status  # a daemon receives the records
@@ -52,7 +52,7 @@ def test_a_write_to_a_watched_file_is_audited_with_the_rules_key(module_machine)
         "sudo journalctl -b _TRANSPORT=audit -o cat --no-pager"
         " | grep -F 'key=\"railyard-watch\"' | grep -F 'comm=\"tee\"'"
     )
-    module_machine.wait_for_unit("auditd.service")
+    module_machine.wait_for_unit("audit-rules.service")
     assert module_machine.succeed(records + " || true").strip() == ""  # nothing yet
     module_machine.succeed(f"echo audited | sudo tee {AUDITED} >/dev/null")
     found = module_machine.wait_until_succeeds(records, timeout=60)

@@ -1,0 +1,34 @@
+#!/bin/bash
+# Removes from the initramfs what other dracut modules install but a Railyard boot never uses, where each
+# costs a shell run on every boot (about a second apiece under emulation). Installed last of the modules
+# (99, after dracut-systemd and rootfs-block), so what it removes is already there.
+#
+# - dracut's network module: the cmdline hook for root=dhcp and the pre-udev hook for ifname= (this
+#   initramfs brings its network up with systemd-networkd, on a first boot only: 50railyard);
+# - dm's pre-udev hook, which only reads rd.dm=0 (a dmraid switch: this image has no dmraid);
+# - rootfs-block's initqueue: its generator (a shell script sourcing dracut-lib) writes the root= mount and
+#   an initqueue wait for the root device; systemd-fstab-generator writes the same mount (root= and
+#   mount.usr=) and systemd waits for the devices itself. Without need-initqueue and the fallback hook,
+#   dracut-initqueue.service is skipped, and with empty cmdline and pre-udev hook folders, so are
+#   dracut-cmdline.service and dracut-pre-udev.service (their conditions).
+# - systemd's GPT auto-mount generator, which the kernel command line turns off (systemd.gpt_auto=0).
+# The emergency shell settings (rd.emergency=reboot, rd.shell=0) and the shutdown hooks are kept.
+
+check() {
+    return 255
+}
+
+depends() {
+    return 0
+}
+
+install() {
+    rm -f -- \
+        "${initdir}/lib/dracut/hooks/cmdline/91-dhcp-root.sh" \
+        "${initdir}/lib/dracut/hooks/pre-udev/50-ifname-genrules.sh" \
+        "${initdir}/lib/dracut/hooks/pre-udev/30-dm-pre-udev.sh" \
+        "${initdir}/lib/dracut/hooks/initqueue/timeout/99-rootfallback.sh" \
+        "${initdir}/lib/dracut/need-initqueue" \
+        "${initdir}${systemdutildir}/system-generators/dracut-rootfs-generator" \
+        "${initdir}${systemdutildir}/system-generators/systemd-gpt-auto-generator"
+}
