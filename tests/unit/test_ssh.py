@@ -65,9 +65,13 @@ class TcpServer:
             except OSError:
                 return
             self.connections.append(conn)
-            if self.payload is not None and len(self.connections) > self.silent_first:
+            if self.payload is not None and self.answers():
                 time.sleep(self.delay)
                 conn.sendall(self.payload)
+
+    def answers(self) -> bool:
+        """Whether the connection just accepted gets the payload."""
+        return len(self.connections) > self.silent_first
 
     def close(self) -> None:
         self.stop.set()
@@ -160,15 +164,8 @@ class ReadyLater(TcpServer):
         self.ready = threading.Event()
         super().__init__(b"SSH-2.0-ready\r\n")
 
-    def serve(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections.append(conn)
-            if self.ready.is_set():
-                conn.sendall(b"SSH-2.0-ready\r\n")
+    def answers(self) -> bool:
+        return self.ready.is_set()
 
 
 def test_unanswered_attempts_slow_down(server_factory):
