@@ -424,23 +424,36 @@ def build_usr_image(
         final = usr_payload_path(cache_dir, channel, version)
         if final.exists() and not force:
             return final
-        _preflight(cache_dir)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        stages = _Stages(f"usr payload {channel} {version}", progress)
-        (cache_dir / "tmp").mkdir(parents=True, exist_ok=True)
-        workdir = Path(tempfile.mkdtemp(prefix="usr-", dir=cache_dir / "tmp"))
-        try:
-            key = image_key(channel, version, _signer_id(cache_dir))
-            tree = _prepare_tree(workdir, cache_dir, channel, version, key, force, stages)
-            with stages.stage("filesystems"):
-                usr_dir = split_usr(tree, workdir / "usr")
-                usr_img = workdir / "usr.ext4"
-                disk.make_ext4(usr_dir, usr_img, _usr_fs_mib(usr_dir), "USR", journal=False)
-            shutil.move(usr_img, final)
-            stages.say(f"done: {final}")
-            return final
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+        return _build_usr_locked(version, channel, force, cache_dir, progress)
+
+
+def _build_usr_locked(
+    version: str, channel: str, force: bool, cache_dir: Path, progress: Progress | None
+) -> Path:
+    """`build_usr_image`'s work, with the payload's lock held."""
+    _preflight(cache_dir)
+    final = usr_payload_path(cache_dir, channel, version)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    stages = _Stages(f"usr payload {channel} {version}", progress)
+    (cache_dir / "tmp").mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="usr-", dir=cache_dir / "tmp"))
+    try:
+        key = image_key(channel, version, _signer_id(cache_dir))
+        tree = _prepare_tree(workdir, cache_dir, channel, version, key, force, stages)
+        with stages.stage("filesystems"):
+            usr_dir = split_usr(tree, workdir / "usr")
+            usr_img = workdir / "usr.ext4"
+            disk.make_ext4(usr_dir, usr_img, _usr_fs_mib(usr_dir), "USR", journal=False)
+        shutil.move(usr_img, final)
+        stages.say(f"done: {final}")
+        return final
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def compressed_usr_payload_path(cache_dir: Path, channel: str, version: str) -> Path:
+    raw = usr_payload_path(cache_dir, channel, version)
+    return raw.with_name(raw.name + ".zst")
 
 
 def compressed_usr_image(
@@ -453,18 +466,25 @@ def compressed_usr_image(
     """The /usr payload of `build_usr_image`, zstd-compressed (`.ext4.zst`, cached).
 
     A quarter of the raw file system's size: what a machine downloads and hashes. The update agent
-    unpacks it (after verifying it) before `railyard-slot install`.
+    unpacks it (after verifying it) before `railyard-slot install`. The raw file system it was made from
+    is not kept (each is most of a GB, and nothing reads it again).
     """
     cache_dir = cache_dir or default_cache_dir()
-    raw = build_usr_image(version, channel, force=force, cache_dir=cache_dir, progress=progress)
+    _validate(channel, version)
+    signing_key(cache_dir)
     with _image_lock(cache_dir, "usr", channel, version):
-        final = raw.with_name(raw.name + ".zst")
+        final = compressed_usr_payload_path(cache_dir, channel, version)
+        raw = usr_payload_path(cache_dir, channel, version)
         if final.exists() and not force:
+            raw.unlink(missing_ok=True)  # left by an earlier Railyard, which kept both
             return final
+        if force or not raw.exists():
+            raw = _build_usr_locked(version, channel, force, cache_dir, progress)
         require_tools(["zstd"])
         partial = final.with_name(final.name + ".partial")
         run(["zstd", "-q", "-T0", "-3", "-f", "-o", partial, raw], "zstd (usr payload)")
         partial.rename(final)
+        raw.unlink()
         log.info("usr payload %s %s: compressed to %s", channel, version, final)
         return final
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,27 @@ def test_mmdebstrap_writes_a_tarball_whatever_the_output_is_called():
     command = mmdebstrap_command(Path("/cache/rootfs/rootfs-x.partial-12.tar"))
     assert "--format=tar" in command
     assert command[-2] == "/cache/rootfs/rootfs-x.partial-12.tar"
+
+
+def test_the_compressed_payload_keeps_no_raw_copy_and_is_not_rebuilt(monkeypatch, tmp_path):
+    builds: list[str] = []
+
+    def fake_build(version, channel, force, cache_dir, progress):
+        builds.append(version)
+        raw = build.usr_payload_path(cache_dir, channel, version)
+        raw.parent.mkdir(parents=True, exist_ok=True)
+        raw.write_bytes(b"usr file system " * 1000)
+        return raw
+
+    monkeypatch.setattr(build, "signing_key", lambda cache_dir=None: tmp_path / "key")
+    monkeypatch.setattr(build, "_signer_id", lambda cache_dir: "test-signer")
+    monkeypatch.setattr(build, "_build_usr_locked", fake_build)
+    first = build.compressed_usr_image("2.0.0", "alpha", cache_dir=tmp_path)
+    assert first == build.compressed_usr_payload_path(tmp_path, "alpha", "2.0.0")
+    assert first.name.endswith(".ext4.zst")
+    unpacked = subprocess.run(["zstd", "-dc", first], capture_output=True, check=True).stdout
+    assert unpacked == b"usr file system " * 1000
+    assert not build.usr_payload_path(tmp_path, "alpha", "2.0.0").exists()
+    assert build.compressed_usr_image("2.0.0", "alpha", cache_dir=tmp_path) == first
+    assert builds == ["2.0.0"]
+    assert sorted(p.name for p in first.parent.iterdir()) == [first.name]
