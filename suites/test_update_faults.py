@@ -93,6 +93,7 @@ def test_unbootable_update_falls_back_by_itself(update_machine, omaha):
 
     assert m.os.booted_slot() == "USR-A"
     assert m.os.version() == n
+    m.os.report_boot()
     rollback = omaha.wait_for_machine_event(
         m, EVENT_UPDATE_COMPLETE, RESULT_ERROR, timeout=REPORT_TIMEOUT, after=start
     )

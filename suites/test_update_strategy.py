@@ -75,6 +75,7 @@ def test_reboot_strategy_reboots_as_soon_as_the_update_is_installed(update_machi
 
     assert m.os.booted_slot() != slot
     assert m.os.version() == published.version
+    # No report_boot() here: the agent reports the new boot by itself, retrying until the server answers.
     done = omaha.wait_for_machine_event(
         m, EVENT_UPDATE_COMPLETE, RESULT_SUCCESS_REBOOT, timeout=REPORT_TIMEOUT, after=start
     )

@@ -126,7 +126,8 @@ class GuestOS:
 
     def report_boot(self) -> None:
         """Make the updater report how the last boot went (its first check after a boot: the new version,
-        or a rollback). An updater that reports by itself after every boot needs nothing."""
+        or a rollback). An updater that reports by itself after every boot is told to try again now (its first
+        tries after a boot find nobody: the harness's server is reached through the SSH session a reboot ends)."""
 
     def slot_state(self, slot: str) -> str:
         """One of SLOT_STATES for `slot` (USR-A or USR-B)."""

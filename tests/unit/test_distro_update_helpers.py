@@ -160,6 +160,15 @@ def test_railyard_rollback_and_mark_good_use_the_guest_tools():
     assert m.commands == ["sudo railyard-update rollback", "sudo railyard-slot mark-good"]
 
 
+def test_railyard_report_boot_wakes_the_agent_once_it_takes_signals():
+    m = FakeMachine()
+    RailyardOS(m).report_boot()
+    assert m.commands == [
+        "systemctl is-active --quiet railyard-update-agent.service && test -s /run/railyard/update-agent.pid",
+        "sudo systemctl kill --kill-who=main -s HUP railyard-update-agent.service",
+    ]
+
+
 def test_flatcar_rollback_prioritizes_the_other_usr_partition():
     m = FakeMachine(
         "flatcar",
