@@ -306,7 +306,8 @@ def test_the_cli_refuses_a_tampered_image_and_caches_nothing(mirror, keys, tmp_p
     signing, _, _ = keys
     served = mirror.publish(signing, "stable", VERSION, {BIOS: IMAGE}, compress=True)
     for path in served:
-        path.write_bytes(path.read_bytes()[:-1] + b"\0")
+        data = path.read_bytes()
+        path.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
 
     code = cli.main(

@@ -72,7 +72,8 @@ def test_signature_by_another_key_is_rejected(guest, server, payload, tmp_path):
 def test_tampered_payload_with_matching_digests_fails_the_signature(guest, server, payload, keys, tmp_path):
     signature = sign_payload(payload, keys[0])
     tampered = tmp_path / "tampered.img"
-    tampered.write_bytes(payload.read_bytes()[:-1] + b"X")
+    data = payload.read_bytes()
+    tampered.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))  # a changed byte, whatever it was
     server.publish(RAILYARD_APP_ID, "stable", "1.1.0", tampered, signature=signature)
     assert guest.agent.check() == "failed"
     assert event_codes(server)[-1] == (3, 0, ERROR_PAYLOAD_VERIFICATION)
