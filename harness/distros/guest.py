@@ -126,8 +126,9 @@ class GuestOS:
 
     def report_boot(self) -> None:
         """Make the updater report how the last boot went (its first check after a boot: the new version,
-        or a rollback). An updater that reports by itself after every boot is told to try again now (its first
-        tries after a boot find nobody: the harness's server is reached through the SSH session a reboot ends)."""
+        or a rollback). Here nothing: an updater that reports by itself after every boot needs at most a nudge
+        to try again now (its first tries after a boot can find nobody: the harness's server is reached through
+        the SSH session a reboot ends), which a distro adds where its updater takes one."""
 
     def slot_state(self, slot: str) -> str:
         """One of SLOT_STATES for `slot` (USR-A or USR-B)."""
