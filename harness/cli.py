@@ -21,6 +21,23 @@ CHANNELS = ("alpha", "beta", "stable", "lts")
 UPDATE_STEPS = (1, 2)
 
 
+def _image_prune(args: argparse.Namespace) -> int:
+    from harness.warm import CheckpointStore
+    from images.build import default_cache_dir
+    from images.prune import prune
+
+    cache_dir = default_cache_dir()
+    found = prune(cache_dir, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for stale in found:
+        print(f"{verb} {stale.path} ({stale.why})")
+    if not args.dry_run:
+        for path in CheckpointStore(cache_dir / "checkpoints").prune():
+            print(f"removed checkpoint {path}")
+    print(f"{len(found)} stale file(s) in {cache_dir}")
+    return 0
+
+
 def _image_build(args: argparse.Namespace) -> int:
     from images.build import build_image, ensure_image, update_payload
 
@@ -202,6 +219,17 @@ def parser(platform: str | None = None) -> argparse.ArgumentParser:
     )
     build.add_argument("--all", action="store_true", help="every channel, with its update payloads")
     build.set_defaults(func=_image_build)
+
+    prune = image.add_parser(
+        "prune",
+        help="delete cached images, payloads and build stages of other builds (and their checkpoints)",
+        description="Delete what of the image cache the current builder can never use again: images, update "
+        "payloads, root file systems and initramfs files whose cache key is not the current one (built by "
+        "an older recipe, another checkout or another signing key), then the warm pool's checkpoints of "
+        "images that are gone. A checkout that needs one again builds it again.",
+    )
+    prune.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
+    prune.set_defaults(func=_image_prune)
 
     upload = image.add_parser("upload", help="upload an image to a cloud platform and register it")
     upload.add_argument("--platform", required=True, help="where to upload (aws, azure)")

@@ -35,6 +35,7 @@ from harness.warm import (
     CheckpointStore,
     StartRecord,
     checkpoint_key,
+    image_about,
 )
 from platforms.base import FIRSTBOOT_WAITING, Machine, MachineSpec, Platform
 
@@ -121,7 +122,9 @@ class MachineStarter:
         found = store.find(key)
         if found is None:
             made = time.monotonic()
-            with store.making(key, {"kind": "firstboot", "made for": spec.name}) as draft:
+            with store.making(
+                key, {"kind": "firstboot", "made for": spec.name, **image_about(spec.image)}
+            ) as draft:
                 if draft is None:
                     return None  # another process is making it: boot cold meanwhile
                 if not self._make_firstboot(spec, draft.directory, notes):
@@ -178,7 +181,8 @@ class MachineStarter:
 
     def _save_booted(self, guest: GuestMachine, store: CheckpointStore, key: str, notes: list[str]) -> None:
         """Save `guest` as the booted checkpoint of `key`, unless another process has or is making it."""
-        with store.making(key, {"kind": "booted", "made by": guest.name}) as draft:
+        about = {"kind": "booted", "made by": guest.name, **image_about(guest.vm.spec.image)}
+        with store.making(key, about) as draft:
             if draft is None:
                 return
             guest.close()  # nobody may be connected while it is saved

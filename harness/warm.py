@@ -5,7 +5,8 @@ platform has checkpoints) is restored from it: it resumes, booted and settled, a
 The second machine of a key (in this run or an earlier one: a config that comes back) saves the checkpoint
 for the others, under the cache (`~/.cache/railyard/checkpoints/<key>/`), so later runs use it too. The key hashes everything that changes the
 guest: the platform's signature (image file, hypervisor version, machine shape, firmware, devices) and the
-Ignition config; anything changed gives a new key, and checkpoints unused for a week are deleted.
+Ignition config; anything changed gives a new key, checkpoints unused for a week are deleted,
+and so are those whose image file was deleted or rebuilt (no machine can match them again).
 
 Each restored machine is a machine of its own: its own copy-on-write disk (its writes never reach the
 checkpoint or another clone), console and SSH port; its kernel RNG reseeded at resume (QEMU's vmgenid); its
@@ -84,6 +85,35 @@ class CheckpointInfo:
     size_bytes: int
     last_used: float
     """When a machine was last restored from it (or it was made), as a Unix time."""
+
+
+def image_about(image: Path) -> dict[str, str]:
+    """What a checkpoint's `checkpoint.json` says of the image its machine booted: the file, its size and
+    when it last changed, so a checkpoint whose image was deleted or rebuilt is pruned at once (its key can
+    never come back)."""
+    try:
+        resolved = image.resolve()
+        stat = resolved.stat()
+    except OSError:
+        return {}
+    return {"image": str(resolved), "image size": str(stat.st_size), "image mtime_ns": str(stat.st_mtime_ns)}
+
+
+def image_gone(about: dict[str, object]) -> str | None:
+    """Why the image a checkpoint was made from is no longer the one it booted (deleted, rebuilt), or None
+    while it is (and for a checkpoint that names no image)."""
+    path = about.get("image")
+    if not isinstance(path, str):
+        return None
+    try:
+        stat = Path(path).stat()
+    except FileNotFoundError:
+        return f"its image {path} is gone"
+    except OSError:
+        return None
+    if str(stat.st_size) != about.get("image size") or str(stat.st_mtime_ns) != about.get("image mtime_ns"):
+        return f"its image {path} has changed since"
+    return None
 
 
 def checkpoint_key(signature: str, ignition: str) -> str:
@@ -204,7 +234,8 @@ class CheckpointStore:
         return removed
 
     def prune(self, max_idle: float = MAX_IDLE) -> list[Path]:
-        """Delete checkpoints unused for `max_idle` seconds and temporary directories of dead processes."""
+        """Delete checkpoints unused for `max_idle` seconds, checkpoints whose image was deleted or rebuilt
+        (no machine can match them again), and temporary directories of dead processes."""
         removed: list[Path] = []
         if not self.root.is_dir():
             return removed
@@ -222,11 +253,24 @@ class CheckpointStore:
                     removed.append(entry)
                 continue
             marker = entry / COMPLETE
-            idle = entry.is_dir() and marker.is_file() and now - marker.stat().st_mtime > max_idle
-            if idle and not entry.name.startswith("."):
+            if entry.name.startswith(".") or not entry.is_dir() or not marker.is_file():
+                continue
+            idle = now - marker.stat().st_mtime > max_idle
+            if idle or self._orphaned(marker):
                 _remove(entry)
                 removed.append(entry)
         return removed
+
+    @staticmethod
+    def _orphaned(marker: Path) -> bool:
+        try:
+            about = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            return False
+        reason = image_gone(about) if isinstance(about, dict) else None
+        if reason is not None:
+            log.info("checkpoint %s can never be restored again: %s", marker.parent.name, reason)
+        return reason is not None
 
 
 def _remove(directory: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.warm import COMPLETE, CheckpointStore, StartRecord, checkpoint_key
+from harness.warm import COMPLETE, CheckpointStore, StartRecord, checkpoint_key, image_about, image_gone
 
 
 def test_key_depends_on_signature_and_config() -> None:
@@ -147,3 +147,39 @@ def test_a_key_is_wanted_from_its_second_machine_on(tmp_path: Path) -> None:
     os.utime(tmp_path / ".seen" / "other", (old, old))
     store.prune()
     assert store.wanted("other") is False  # forgotten after a week
+
+
+def test_prune_removes_checkpoints_whose_image_was_deleted_or_rebuilt(tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    kept, rebuilt, deleted = (images / f"{name}.qcow2" for name in ("kept", "rebuilt", "deleted"))
+    for image in (kept, rebuilt, deleted):
+        image.write_bytes(b"image one")
+    store = CheckpointStore(tmp_path / "checkpoints")
+    for key, image in (("k-kept", kept), ("k-rebuilt", rebuilt), ("k-deleted", deleted)):
+        with store.making(key, {"kind": "booted", **image_about(image)}) as draft:
+            assert draft is not None
+    with store.making("k-no-image", {"kind": "booted"}) as draft:  # made before images were recorded
+        assert draft is not None
+    assert store.prune() == []  # every image is as its checkpoint booted it
+
+    rebuilt.write_bytes(b"image two, built again")
+    deleted.unlink()
+    removed = sorted(path.name for path in store.prune())
+    assert removed == ["k-deleted", "k-rebuilt"]
+    assert store.find("k-kept") is not None
+    assert store.find("k-no-image") is not None
+
+
+def test_what_a_checkpoint_records_of_its_image(tmp_path: Path) -> None:
+    image = tmp_path / "disk.qcow2"
+    image.write_bytes(b"1234")
+    about = image_about(tmp_path / "." / "disk.qcow2")
+    assert about["image"] == str(image)
+    assert about["image size"] == "4"
+    assert image_gone(about) is None
+    os.utime(image, ns=(0, 0))
+    assert image_gone(about) == f"its image {image} has changed since"
+    image.unlink()
+    assert image_gone(about) == f"its image {image} is gone"
+    assert image_about(image) == {}
