@@ -41,23 +41,32 @@ WARM_EXEMPT = frozenset({"cold_boot", "no_ssh_key", "no_settle"})
 """Flags of tests whose machines always boot cold (see harness.warm)."""
 
 
-def cold_boot_reason(spec: MachineSpec, flags: set[str] | frozenset[str]) -> str | None:
-    """Why a machine must boot cold rather than come from a checkpoint, or None.
+def cold_boot_reason(
+    spec: MachineSpec, flags: set[str] | frozenset[str], firstboot: bool = False
+) -> str | None:
+    """Why a machine must boot cold rather than come from a booted checkpoint (or with `firstboot`, from a
+    first-boot checkpoint), or None.
 
-    Shape, firmware, memory and kernel arguments are part of a checkpoint's signature; what is not in a
-    checkpoint makes a machine boot cold: extra disks (a checkpoint holds the boot disk only, and the guest
-    may have written to them), NICs on a shared segment (a clone would resume with the MAC of the machine
-    that was saved, as every other clone), and machine ids and host keys that must be a machine's own.
+    Shape, firmware, memory, kernel arguments, extra disks (their sizes and serials) and NICs (their MACs)
+    are part of a checkpoint's signature. A booted checkpoint holds what its boot wrote and who it was: a
+    clone would find the extra disks blank that the boot had written to, resume with the MAC and address
+    of the machine that was saved on a segment other machines share, and keep its machine id and host keys.
+    A first-boot checkpoint is taken in the initramfs before Ignition, before anything is written to a disk,
+    before a link is configured and before the machine id and host keys are made: a clone gets blank extra
+    disks, as a cold boot does, and its own MACs (every clone of that checkpoint is the same machine of its
+    test, so it has the same deterministic MACs). Only the flags keep a machine from it.
     """
+    exempt = WARM_EXEMPT & flags
+    if exempt:
+        return f"flags {', '.join(sorted(exempt))}"
+    if firstboot:
+        return None
     if spec.private_net is not None:
         return "a machine of a private network"
     if spec.extra_disks_mib:
         return "extra disks"
     if spec.extra_nics:
         return "extra NICs"
-    exempt = WARM_EXEMPT & flags
-    if exempt:
-        return f"flags {', '.join(sorted(exempt))}"
     return None
 
 
@@ -225,12 +234,17 @@ class MachineFactory:
         """Restored from a checkpoint where the warm pool has one (harness.starts), else booted cold."""
         flags = self.req.flags
         run = self.run
-        store = run.checkpoints if cold_boot_reason(spec, flags) is None else None
         features = self.image.metadata.features if self.image.metadata is not None else ()
+        booted = run.warm_mode in ("booted", "all") and cold_boot_reason(spec, flags) is None
+        firstboot = (
+            run.warm_mode in ("firstboot", "all")
+            and FEATURE_FIRSTBOOT_CHECKPOINT in features
+            and cold_boot_reason(spec, flags, firstboot=True) is None
+        )
         policy = StartPolicy(
-            store=store,
-            booted=run.warm_mode in ("booted", "all"),
-            firstboot=run.warm_mode in ("firstboot", "all") and FEATURE_FIRSTBOOT_CHECKPOINT in features,
+            store=run.checkpoints if booted or firstboot else None,
+            booted=booted,
+            firstboot=firstboot,
             ssh="no_ssh_key" not in flags,
             settle="no_settle" not in flags,
         )

@@ -12,8 +12,10 @@ Each restored machine is a machine of its own: its own copy-on-write disk (its w
 checkpoint or another clone), console and SSH port; its kernel RNG reseeded at resume (QEMU's vmgenid); its
 wall clock set to the host's. What clones still share with the machine that made the checkpoint: the machine
 id, the SSH host keys, the boot id of that boot, and whatever that first boot wrote. Machines that must differ
-in those boot cold: the machines of a private network (clusters), and tests marked
-`@pytest.mark.flags("cold_boot")`. A checkpoint that cannot be restored (truncated, saved by another QEMU) is
+in those (the machines of a private network: clusters), and machines with extra disks or NICs, are never
+restored from a booted checkpoint: they come from the first-boot checkpoint of their shape, taken before
+Ignition (no machine id, host key, disk write or configured link yet), or boot cold. Tests marked
+`@pytest.mark.flags("cold_boot")` always boot cold. A checkpoint that cannot be restored (truncated, saved by another QEMU) is
 dropped, and the machine boots cold with a note: never a failure.
 
 Checkpoints are made by one process at a time per key (a lock file; a process that finds the lock taken boots

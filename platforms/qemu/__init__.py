@@ -379,10 +379,12 @@ class QemuPlatform(Platform):
         if not isinstance(machine, QemuMachine):
             raise PlatformError(f"{machine!r} was not booted by the qemu platform")
         machine._require_running("save a checkpoint of")
-        if machine.spec.extra_disks_mib or machine.spec.extra_nics:
-            # Its extra disks are not part of a checkpoint, and its clones would share its NICs' MACs.
+        first_boot = machine.spec.checkpoint_stage == "firstboot"
+        if (machine.spec.extra_disks_mib or machine.spec.extra_nics) and not first_boot:
+            # Booted, it has written to its extra disks (not part of a checkpoint) and configured its NICs.
+            # Before Ignition it has done neither: clones get blank disks and the MACs of their own spec.
             raise PlatformError(
-                f"{machine.name}: a machine with extra disks or NICs is not saved as a checkpoint"
+                f"{machine.name}: a booted machine with extra disks or NICs is not saved as a checkpoint"
             )
         log.info("%s: saving a checkpoint in %s", machine.name, directory)
         checkpoint.freeze(

@@ -108,8 +108,8 @@ def signature(spec: MachineSpec, *, accel: Acceleration, firmware: Firmware, bin
     """What a machine restored from a checkpoint of `spec` depends on, as canonical JSON: the QEMU command
     line with the machine's own names, paths and hub ports left out (so it holds shape, firmware, devices and
     their MACs, extra kernel arguments, acceleration), the sizes of extra disks, the QEMU version, and the
-    identity of the image and firmware files. (Machines with extra disks or NICs boot cold all the same:
-    harness.factory.cold_boot_reason.)"""
+    identity of the image and firmware files. (Machines with extra disks or NICs come from first-boot
+    checkpoints only, which hold no disk writes and no configured link: harness.factory.cold_boot_reason.)"""
     anonymous = dataclasses.replace(
         spec,
         name="checkpoint",

@@ -299,6 +299,22 @@ def test_machines_that_a_checkpoint_cannot_hold_boot_cold(changes, flags, reason
     assert cold_boot_reason(spec(**changes), flags) == reason
 
 
+@pytest.mark.parametrize(
+    ("changes", "flags", "reason"),
+    [
+        ({}, set(), None),
+        ({"extra_disks_mib": (64, 128)}, set(), None),
+        ({"extra_nics": (ExtraNic(4000, "52:54:00:ee:01:01"),)}, set(), None),
+        ({"private_net": PrivateNet(4000, "52:54:00:cc:00:01", "10.0.3.1/24")}, set(), None),
+        ({"extra_disks_mib": (64,)}, {"cold_boot"}, "flags cold_boot"),
+        ({}, {"no_settle", "no_ssh_key"}, "flags no_settle, no_ssh_key"),
+    ],
+)  # fmt: skip
+def test_a_first_boot_checkpoint_holds_machines_with_blank_disks_and_their_own_nics(changes, flags, reason):
+    # Taken before Ignition: nothing written to the extra disks yet, no link configured, no machine id.
+    assert cold_boot_reason(spec(**changes), flags, firstboot=True) == reason
+
+
 # -- through the plugin (a child pytest that boots nothing) -------------------------------------------------
 
 
