@@ -85,6 +85,19 @@ RESTART = "[   23.0] reboot: Restarting system"
 SHELL_PROMPT = 'You are in emergency mode. After logging in, type "journalctl -xb" to view system logs,'
 
 
+def boot_failure(guest: GuestMachine, *printed: tuple[float, tuple[str, ...]]) -> str:
+    """The BootError message of a wait for SSH while the console prints each `(after_seconds, lines)`."""
+    assert isinstance(guest.vm, SilentVM)
+    timers = [later(seconds, guest.vm, *lines) for seconds, lines in printed]
+    try:
+        with pytest.raises(BootError) as failure:
+            guest.wait_for_ssh(timeout=120)  # a miss would wait the whole two minutes, then raise WaitTimeout
+    finally:
+        for timer in timers:
+            timer.cancel()
+    return str(failure.value)
+
+
 @pytest.mark.parametrize(
     ("line", "end"),
     [
@@ -99,15 +112,7 @@ SHELL_PROMPT = 'You are in emergency mode. After logging in, type "journalctl -x
 def test_a_fatal_console_line_ends_the_wait_with_its_evidence(
     guest: GuestMachine, line: str, end: str
 ) -> None:
-    vm = guest.vm
-    assert isinstance(vm, SilentVM)
-    timer = later(0.5, vm, "[   20.0] ignition[512]: files: op(1): [started]", line, end)
-    try:
-        with pytest.raises(BootError) as failure:
-            guest.wait_for_ssh(timeout=120)  # a miss would wait the whole two minutes, then raise WaitTimeout
-    finally:
-        timer.cancel()
-    message = str(failure.value)
+    message = boot_failure(guest, (0.5, ("[   20.0] ignition[512]: files: op(1): [started]", line, end)))
     assert line.split("] ", 1)[1] in message
     assert "files: op(1): [started]" in message, "the console lines before the failure are the evidence"
 
@@ -145,36 +150,23 @@ def test_the_watch_leaves_healthy_first_boot_lines_alone(guest: GuestMachine) ->
 
 
 def test_the_evidence_is_free_of_terminal_colours(guest: GuestMachine) -> None:
-    assert isinstance(guest.vm, SilentVM)
     coloured = "[\x1b[0;32m  OK  \x1b[0m] Started \x1b[0;1;39memergency.service\x1b[0m - Emergency Shell."
-    timer = later(0.3, guest.vm, coloured, SHELL_PROMPT)
-    try:
-        with pytest.raises(BootError) as failure:
-            guest.wait_for_ssh(timeout=120)
-    finally:
-        timer.cancel()
-    assert "Started emergency.service - Emergency Shell." in str(failure.value)
-    assert "\x1b" not in str(failure.value)
+    message = boot_failure(guest, (0.3, (coloured, SHELL_PROMPT)))
+    assert "Started emergency.service - Emergency Shell." in message
+    assert "\x1b" not in message
 
 
 def test_the_evidence_runs_to_the_end_of_the_failed_boot(guest: GuestMachine) -> None:
     # systemd prints its [FAILED] line on the console at once; what Ignition logged comes through the
     # journal, later. The evidence must hold Ignition's reason, printed after the first fatal line.
-    vm = guest.vm
-    assert isinstance(vm, SilentVM)
     failed_unit = "[FAILED] Failed to start ignition-files.service - Ignition (files)."
     reason = '[   21.4] ignition[512]: files failed: user "railyard-nobody" not found'
-    first = later(0.3, vm, "[   20.0] ignition[512]: files: op(1): [started]", failed_unit)
-    rest = later(
-        1.5, vm, reason, IGNITION_FAILED, "[   22.9] systemd-shutdown[1]: Syncing filesystems", RESTART
+    shutdown = "[   22.9] systemd-shutdown[1]: Syncing filesystems"
+    message = boot_failure(
+        guest,
+        (0.3, ("[   20.0] ignition[512]: files: op(1): [started]", failed_unit)),
+        (1.5, (reason, IGNITION_FAILED, shutdown, RESTART)),
     )
-    try:
-        with pytest.raises(BootError) as failure:
-            guest.wait_for_ssh(timeout=120)
-    finally:
-        first.cancel()
-        rest.cancel()
-    message = str(failure.value)
     assert failed_unit in message
     assert reason.split("] ", 1)[1] in message
     assert "CRITICAL : Ignition failed" in message
@@ -187,12 +179,5 @@ def test_a_failed_boot_that_never_ends_is_reported_after_the_grace(
     from harness.fatal_console import FatalConsoleWatch
 
     monkeypatch.setattr(FatalConsoleWatch, "END_GRACE", 1.0)
-    vm = guest.vm
-    assert isinstance(vm, SilentVM)
-    timer = later(0.2, vm, IGNITION_FAILED)  # and then nothing more
-    try:
-        with pytest.raises(BootError) as failure:
-            guest.wait_for_ssh(timeout=120)
-    finally:
-        timer.cancel()
-    assert "CRITICAL : Ignition failed" in str(failure.value)
+    message = boot_failure(guest, (0.2, (IGNITION_FAILED,)))  # and then nothing more
+    assert "CRITICAL : Ignition failed" in message
