@@ -43,6 +43,7 @@ PACKAGES: tuple[str, ...] = (
     "util-linux",
     "kmod",
     "zstd",
+    "lz4",  # the initramfs compressor (dracut runs in the image's tree; the guest can rebuild its initrd)
     "procps",
     "iputils-ping",  # ping: the network suites' reachability and MTU checks (as root: raw sockets)
     "podman",  # the container runtime: images a test builds on the host are loaded and run (crun, conmon)
