@@ -1,7 +1,8 @@
 """Boot benchmark of the default image under this host's acceleration: how long, and where the time goes.
 
 Prints, as medians over --runs: a plain `qemu-system-x86_64` boot of the same kernel with a minimal initramfs
-(direct kernel boot to a PID 1 that powers off), the default image's first boot with Ignition to an SSH login,
+(direct kernel boot to a PID 1 that powers off) and the same boot of the kernel unpacked from its bzImage (the
+difference is the kernel's own decompression, part of every boot), the default image's first boot with Ignition to an SSH login,
 a reboot to a new boot id, and the restore of a checkpoint of a booted machine to an SSH login; their ratios
 to the plain boot and the targets; then the phases of a first boot and of a reboot (shutdown, firmware + boot
 loader, kernel, initramfs before Ignition, Ignition, initramfs after it, switch-root to multi-user.target,
@@ -18,7 +19,7 @@ import logging
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -26,7 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 
 from bench.boot_phases import BOOT_PHASES, REBOOT_PHASES, median, median_phases
 from bench.boot_run import BootBench, BootMeasure, RunResult
-from bench.plain_boot import image_kernel, minimal_initramfs, plain_boot
+from bench.plain_boot import (
+    image_kernel,
+    kernel_compression,
+    minimal_initramfs,
+    plain_boot,
+    uncompressed_kernel,
+)
 from harness.acceleration import detect
 
 TARGET_FIRST_BOOT = 40.0
@@ -44,6 +51,15 @@ class Summary:
     plain: list[float]
     runs: list[RunResult]
     restore_note: str | None
+    plain_uncompressed: list[float] = field(default_factory=list)
+    """The plain boot of the kernel taken out of its bzImage: no decompressor runs."""
+    kernel_packing: str | None = None
+    """How the image's bzImage packs its kernel ("xz", "gzip", "other")."""
+
+    def kernel_decompression(self) -> float | None:
+        """Seconds every boot spends in the kernel's own decompressor (plain boot, packed minus unpacked)."""
+        packed, unpacked = median(self.plain), median(self.plain_uncompressed)
+        return None if packed is None or unpacked is None else round(packed - unpacked, 3)
 
     def phases(self, which: str) -> dict[str, float | None]:
         names = BOOT_PHASES if which == "first" else REBOOT_PHASES
@@ -74,6 +90,9 @@ class Summary:
             "runs": len(self.runs),
             "reboots": len(self.boots("reboot")),
             "plain_kernel_s": median(self.plain),
+            "plain_kernel_uncompressed_s": median(self.plain_uncompressed),
+            "kernel_compression": self.kernel_packing,
+            "kernel_decompression_s": self.kernel_decompression(),
             "first_boot_s": self.seconds("first"),
             "reboot_s": self.seconds("reboot"),
             "restore_s": self.restore(),
@@ -135,6 +154,14 @@ def render(summary: Summary, out: TextIO) -> None:
     count = len(summary.boots("reboot"))
     print(f"acceleration: {summary.accel}, median of {len(summary.runs)} runs ({count} reboots)", file=out)
     print(f"{'plain kernel + minimal initramfs to userspace:':<46}{_seconds(plain)}", file=out)
+    unpack = summary.kernel_decompression()
+    if unpack is not None:
+        unpacked = median(summary.plain_uncompressed)
+        print(
+            f"{'  the same, kernel unpacked from its bzImage:':<46}{_seconds(unpacked)}  so the kernel's own "
+            f"{summary.kernel_packing} decompression costs {unpack:.1f} s of every boot (in firmware + boot loader)",
+            file=out,
+        )
     first, reboot = summary.seconds("first"), summary.seconds("reboot")
     print(_line("first boot with Ignition to SSH login:", first, plain, TARGET_FIRST_BOOT), file=out)
     print(_line("reboot to a new boot id:", reboot, plain, TARGET_REBOOT), file=out)
@@ -210,19 +237,23 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="railyard-bench-") as tmp:
         workdir = Path(tmp)
         plain: list[float] = []
+        unpacked: list[float] = []
+        packing: str | None = None
         if not args.skip_plain:
             kernel, initrd = image_kernel(workdir), minimal_initramfs(workdir)
-            plain = [
-                plain_boot(kernel, initrd, args.accel, workdir / f"plain-console-{n}.txt")
-                for n in range(args.runs)
-            ]
+            vmlinux, packing = uncompressed_kernel(kernel, workdir), kernel_compression(kernel)
+            for n in range(args.runs):
+                plain.append(plain_boot(kernel, initrd, args.accel, workdir / f"plain-console-{n}.txt"))
+                if vmlinux is not None:
+                    console = workdir / f"plain-unpacked-console-{n}.txt"
+                    unpacked.append(plain_boot(vmlinux, initrd, args.accel, console))
         bench = BootBench(accel, workdir, args.artifacts)
         try:
             note = None if bench.restore_supported else NO_RESTORE
             runs = [bench.run(n, args.reboots) for n in range(args.runs)]
         finally:
             bench.close()
-    summary = Summary(accel.name, plain, runs, note)
+    summary = Summary(accel.name, plain, runs, note, unpacked, packing)
     # With --json -, the JSON alone goes to stdout and the table to stderr.
     render(summary, sys.stderr if args.json == "-" else sys.stdout)
     if args.json:

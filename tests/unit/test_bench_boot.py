@@ -1,5 +1,7 @@
+import gzip
 import io
 import json
+import lzma
 
 import pytest
 
@@ -35,7 +37,7 @@ from bench.boot_phases import (
 )
 from bench.boot_run import BootMeasure, RunResult, parse_uptime
 from bench.console_tail import StampedLine
-from bench.plain_boot import newc_archive
+from bench.plain_boot import kernel_compression, newc_archive, uncompressed_kernel
 
 ANALYZE = (
     "Startup finished in 3.213s (firmware) + 1.052s (loader) + 2.617s (kernel) + 14.104s (initrd)"
@@ -284,6 +286,31 @@ def test_newc_archive_layout():
     assert len(archive) % 4 == 0
 
 
+ELF = b"\x7fELF" + bytes(range(256)) * 64
+
+
+@pytest.mark.parametrize(
+    ("name", "pack"),
+    [("xz", lambda data: lzma.compress(data, format=lzma.FORMAT_XZ)), ("gzip", gzip.compress)],
+)
+def test_the_kernel_is_taken_out_of_its_bzimage(tmp_path, name, pack):
+    # A bzImage: setup code, the packed kernel, then the decompressor's trailer (bytes that are no stream).
+    bzimage = tmp_path / "vmlinuz"
+    bzimage.write_bytes(b"MZ" + bytes(500) + b"\xfd7zXZ" + pack(ELF) + b"\x00\x10trailer" * 8)
+    assert kernel_compression(bzimage) == name
+    vmlinux = uncompressed_kernel(bzimage, tmp_path)
+    assert vmlinux is not None
+    assert vmlinux.read_bytes() == ELF
+
+
+def test_a_kernel_packed_otherwise_is_not_unpacked(tmp_path):
+    bzimage = tmp_path / "vmlinuz"
+    bzimage.write_bytes(b"MZ" + bytes(500) + b"\x28\xb5\x2f\xfd" + bytes(64))  # zstd: not read here
+    assert kernel_compression(bzimage) == "other"
+    assert uncompressed_kernel(bzimage, tmp_path) is None
+    assert not (tmp_path / "vmlinux").exists()
+
+
 def _measure(seconds, reboot):
     phases = boot_phases(_record(reboot=reboot, console=ConsoleMarks(restart=1004.0)))
     return BootMeasure(seconds, phases, None, [("ssh.service", 5.0)], [], [(2.0, "Failed to unmount /usr")])
@@ -315,6 +342,19 @@ def test_summary_json_and_table():
     assert "not measured (the image cannot wait for a first-boot checkpoint)" in text
     assert "Failed to unmount /usr" in text
     assert "harness: no firmware output 92 s" in text
+    assert data["kernel_decompression_s"] is None  # no unpacked plain boot measured
+    assert "unpacked from its bzImage" not in text
+
+
+def test_the_kernels_own_decompression_is_the_plain_boots_difference():
+    summary = Summary("tcg", [6.0, 7.0, 6.5], [], None, [3.0, 3.25, 3.5], "xz")
+    data = summary.to_json()
+    assert data["plain_kernel_uncompressed_s"] == 3.25
+    assert data["kernel_decompression_s"] == pytest.approx(3.25)
+    assert data["kernel_compression"] == "xz"
+    out = io.StringIO()
+    render(summary, out)
+    assert "xz decompression costs 3.2 s of every boot" in out.getvalue()
 
 
 def test_qmp_reset_instant_on_the_monotonic_clock():
