@@ -25,7 +25,7 @@ from harness.restarts import (
     SHUTDOWN_POLL,
     PowerCycled,
     RestartGuard,
-    login_prompt_hint,
+    ssh_ready_hint,
     wait_for_new_boot,
     wait_for_restart_line,
     wait_while_up,
@@ -127,7 +127,7 @@ class GuestMachine:
             return self.vm.is_running()
 
         _, banner_socket = wait_for_banner_socket(
-            ep.host, ep.port, timeout, alive=alive, via=ep.via, hint=login_prompt_hint(self)
+            ep.host, ep.port, timeout, alive=alive, via=ep.via, hint=ssh_ready_hint(self)
         )
         first: list[BannerStream] = [banner_socket]  # the first login reuses the banner's connection
 

@@ -30,17 +30,19 @@ UP_POLL = 1.0
 """Seconds between looks while waiting for a boot to go down by itself."""
 
 
-LOGIN_PROMPT = re.compile(r"\S login: ")
-"""What a serial getty prints when a boot reaches its login prompt (`railyard login: `, `localhost login: `)."""
+SSH_READY_HINT = re.compile(r"\S login: |railyard: ready for SSH")
+"""Console text that says a boot is about to answer SSH: a serial getty's login prompt (`railyard login: `,
+`localhost login: `), or the line the default image prints once sshd listens and a link has a routable address
+(`railyard-ssh-ready.service`; the prompt comes later, as serial getty waits for the boot's last job)."""
 
 
-def login_prompt_hint(machine: GuestMachine) -> Callable[[], bool] | None:
-    """For `wait_for_banner_socket`: whether a login prompt appeared on the machine's console after now (its
-    sshd then starts within seconds). None where the console is not a local file that is cheap to read."""
+def ssh_ready_hint(machine: GuestMachine) -> Callable[[], bool] | None:
+    """For `wait_for_banner_socket`: whether the console showed, after now, that the boot is about to answer
+    SSH (`SSH_READY_HINT`). None where the console is not a local file that is cheap to read."""
     if not machine.vm.live_console:
         return None
     mark = len(machine.console_text())
-    return lambda: LOGIN_PROMPT.search(machine.console_text(), mark) is not None
+    return lambda: SSH_READY_HINT.search(machine.console_text(), mark) is not None
 
 
 def wait_for_restart_line(machine: GuestMachine, mark: int, timeout: float) -> None:
@@ -96,7 +98,7 @@ def wait_for_new_boot(
     """
     deadline = time.monotonic() + timeout
     guard = RestartGuard(machine, silent_at=silent_at)
-    hint = login_prompt_hint(machine)
+    hint = ssh_ready_hint(machine)
 
     def new_boot() -> str | None:
         if not machine.vm.is_running():

@@ -133,6 +133,7 @@ DEFAULT_TARGET = "multi-user.target"
 STATIC_LINKS: tuple[tuple[str, str], ...] = (
     ("boot-complete.target.requires/railyard-health.service", "../railyard-health.service"),
     ("multi-user.target.wants/railyard-update-agent.service", "../railyard-update-agent.service"),
+    ("multi-user.target.wants/railyard-ssh-ready.service", "../railyard-ssh-ready.service"),
 )
 
 # Where the image keeps the public key that update payloads must be signed with.

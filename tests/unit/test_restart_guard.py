@@ -12,6 +12,7 @@ import pytest
 from harness.acceleration import Acceleration, Timeouts
 from harness.distros import get_distro
 from harness.machine import RESTART_LINE, GuestMachine, PowerCycled, RestartGuard
+from harness.restarts import ssh_ready_hint
 from harness.retry import poll
 from platforms.base import CAP_HARD_RESET, CAP_POWER_CYCLE, FirstBootConfig, Machine, MachineSpec, SSHEndpoint
 
@@ -167,3 +168,26 @@ def test_no_wait_without_a_live_console(guest):
     start = time.monotonic()
     guest._await_shutdown(0, timeout=60)
     assert time.monotonic() - start < 0.1
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "railyard: ready for SSH\n",  # the default image, once sshd listens and a link has an address
+        "\nRailyard 2.0.0 railyard ttyS0\n\nrailyard login: ",  # any distro's serial getty, later
+    ],
+)
+def test_the_console_hints_that_ssh_is_about_to_answer(guest, monkeypatch, line):
+    monkeypatch.setattr(FakeVM, "live_console", True)
+    guest.vm.print(f"railyard: ready for SSH\n[   38.8] {RESTART_LINE}\n")  # the boot before: does not count
+    hint = ssh_ready_hint(guest)
+    assert hint is not None
+    assert not hint()
+    guest.vm.print("[    9.1] systemd-fstab-generator[99]: ...\n")
+    assert not hint()
+    guest.vm.print(line)
+    assert hint()
+
+
+def test_no_hint_without_a_live_console(guest):
+    assert ssh_ready_hint(guest) is None
