@@ -34,7 +34,7 @@ from harness.machine import GuestMachine
 from harness.ssh import generate_keypair
 from harness.starts import make_firstboot_checkpoint
 from images.build import ensure_image
-from images.metadata import FEATURE_FIRSTBOOT_CHECKPOINT, read_metadata
+from images.metadata import FEATURE_FIRSTBOOT_CHECKPOINT, FEATURE_SSH_READY_LINE, read_metadata
 from platforms.base import FirstBootConfig, Machine, MachineSpec, PlatformContext
 from platforms.qemu import QemuPlatform
 
@@ -132,9 +132,12 @@ class BootBench:
         )  # fmt: skip
 
     def _guest(self, vm: Machine) -> GuestMachine:
+        metadata = read_metadata(self.image)
+        ready_line = metadata is not None and FEATURE_SSH_READY_LINE in metadata.features
         return GuestMachine(
-            vm, pkey=self.keys.pkey, timeouts=self.timeouts, distro=self.distro, channel="stable"
-        )
+            vm, pkey=self.keys.pkey, timeouts=self.timeouts, distro=self.distro, channel="stable",
+            ready_line=ready_line and vm.live_console,
+        )  # fmt: skip
 
     def run(self, index: int, reboots: int = 1) -> RunResult:
         """A first boot, `reboots` reboots, then (where the platform can) a restore of the booted machine."""

@@ -24,7 +24,7 @@ from harness.records import MachineRecord
 from harness.run import Run
 from harness.starts import MachineStarter, StartPolicy
 from harness.targets import Requirements
-from images.metadata import FEATURE_FIRSTBOOT_CHECKPOINT
+from images.metadata import FEATURE_FIRSTBOOT_CHECKPOINT, FEATURE_SSH_READY_LINE
 from platforms.base import (
     ExtraNic,
     FirstBootConfig,
@@ -256,6 +256,7 @@ class MachineFactory:
 
     def _guest(self, vm: Machine) -> GuestMachine:
         name = vm.name
+        features = self.image.metadata.features if self.image.metadata is not None else ()
         guest = GuestMachine(
             vm,
             pkey=self.run.keypair.pkey,
@@ -263,6 +264,7 @@ class MachineFactory:
             distro=self.image.distro,
             channel=self.image.channel,
             boot_gate=lambda: self._boot_gate(name),
+            ready_line=FEATURE_SSH_READY_LINE in features and vm.live_console,
         )
         with self._lock:
             self.machines.append(guest)

@@ -66,8 +66,12 @@ class GuestMachine:
         distro: Distro,
         channel: str,
         boot_gate: BootGate | None = None,
+        ready_line: bool = False,
     ) -> None:
         self.vm = vm
+        self.ready_line = ready_line
+        """Whether every boot of this machine says on its console when SSH is up (its image has the feature
+        images.metadata.FEATURE_SSH_READY_LINE): the waits for SSH then probe slowly until the line shows."""
         self.distro = distro
         self.channel = channel
         self.timeouts = timeouts
@@ -127,8 +131,9 @@ class GuestMachine:
             return self.vm.is_running()
 
         _, banner_socket = wait_for_banner_socket(
-            ep.host, ep.port, timeout, alive=alive, via=ep.via, hint=ssh_ready_hint(self)
-        )
+            ep.host, ep.port, timeout, alive=alive, via=ep.via, hint=ssh_ready_hint(self),
+            trusted_hint=self.ready_line,
+        )  # fmt: skip
         first: list[BannerStream] = [banner_socket]  # the first login reuses the banner's connection
 
         def connect() -> SSHConnection:

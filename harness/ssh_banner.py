@@ -34,6 +34,9 @@ BANNER_SLOW_INTERVAL = 4.0
 """The longest pause between attempts: reached while attempts go unanswered (see `wait_for_banner_socket`)."""
 BANNER_HINTED_SLOW_INTERVAL = 10.0
 """The longest pause where a hint says when the guest comes close (the hint brings the short pause back)."""
+BANNER_TRUSTED_HINT_INTERVAL = 15.0
+"""The pause between attempts before the hint, where the guest is known to show it on every boot (its image
+says so): each attempt made before the guest has an address reaches sshd later, as a wasted fork and re-exec."""
 BANNER_BACKOFF = 2.0
 """Each attempt left unanswered makes the pause before the next this much longer, up to the slow interval."""
 BANNER_MAX_PENDING = 3
@@ -120,6 +123,7 @@ def wait_for_banner_socket(
     via: SSHJump | None = None,
     slowest: float | None = None,
     hint: Callable[[], bool] | None = None,
+    trusted_hint: bool = False,
 ) -> tuple[str, BannerStream]:
     """`wait_for_banner`, returning the connection too (for `SSHConnection.connect(sock=...)`): a socket, or
     a channel through `via` (an SSH jump) when given.
@@ -134,13 +138,19 @@ def wait_for_banner_socket(
     `slowest` (`BANNER_HINTED_SLOW_INTERVAL` with a hint, else `BANNER_SLOW_INTERVAL`); it drops back to
     `interval` when an attempt gets any answer (a refusal or a close: nothing is queued then) and, for good,
     once `hint()` (polled about every `interval`) says the guest is close to ready (e.g. its console shows a
-    login prompt).
+    login prompt). With `trusted_hint` (the guest shows the hint on every boot), the attempts before the hint
+    are `BANNER_TRUSTED_HINT_INTERVAL` apart from the first one on: one at once (a guest that is up answers
+    it), then a few that only catch a boot whose hint did not show.
     """
+    trusted = trusted_hint and hint is not None
     if slowest is None:
-        slowest = BANNER_HINTED_SLOW_INTERVAL if hint is not None else BANNER_SLOW_INTERVAL
+        if trusted:
+            slowest = BANNER_TRUSTED_HINT_INTERVAL
+        else:
+            slowest = BANNER_HINTED_SLOW_INTERVAL if hint is not None else BANNER_SLOW_INTERVAL
     deadline = time.monotonic() + timeout
     race = _BannerRace(host, port, try_timeout, via)
-    pause = interval
+    pause = max(slowest, interval) if trusted else interval
     next_attempt = time.monotonic()
     next_alive = next_attempt
     next_hint = next_attempt if hint is not None else math.inf

@@ -31,6 +31,7 @@ from images import disk
 from images.hosttools import require_free_space, require_root, require_tools, run
 from images.metadata import (
     FEATURE_FIRSTBOOT_CHECKPOINT,
+    FEATURE_SSH_READY_LINE,
     IGNITION_FW_CFG,
     ImageMetadata,
     metadata_path,
@@ -168,6 +169,10 @@ def _signer_id(cache_dir: Path) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+IMAGE_FEATURES: tuple[str, ...] = (FEATURE_FIRSTBOOT_CHECKPOINT, FEATURE_SSH_READY_LINE)
+"""What the default image declares in its metadata (images.metadata): part of its cache key."""
+
+
 def image_key(channel: str, version: str, signer: str = "") -> str:
     """Cache key of an image: every input that changes its bytes."""
     inputs = {
@@ -179,6 +184,7 @@ def image_key(channel: str, version: str, signer: str = "") -> str:
         "channel": channel,
         "version": version,
         "signer": signer,
+        "features": list(IMAGE_FEATURES),
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -392,7 +398,7 @@ def _build_image_locked(
             built_at=datetime.now(UTC).isoformat(timespec="seconds"),
             build_seconds=dict(stages.seconds),
             packages=packages,
-            features=(FEATURE_FIRSTBOOT_CHECKPOINT,),
+            features=IMAGE_FEATURES,
         )
         meta_tmp = workdir / "disk.json"
         write_metadata(meta_tmp, meta)

@@ -15,6 +15,9 @@ IGNITION_FW_CFG = "opt/com.coreos/config"
 
 FEATURE_FIRSTBOOT_CHECKPOINT = "firstboot-checkpoint"
 """The initramfs waits before Ignition for a first-boot checkpoint when fw_cfg asks it to."""
+FEATURE_SSH_READY_LINE = "ssh-ready-line"
+"""Every boot writes `railyard: ready for SSH` on the serial console once sshd listens and a link has a routable
+address (harness.restarts.SSH_READY_HINT): the harness can wait for that line instead of probing."""
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,7 @@ class ImageMetadata:
     packages: dict[str, str] = field(default_factory=dict)
     """The Debian packages in the image (name -> version): kernel, systemd, Ignition... as built."""
     features: tuple[str, ...] = ()
-    """What the image can do beyond booting, for the harness: FEATURE_FIRSTBOOT_CHECKPOINT."""
+    """What the image can do beyond booting, for the harness: FEATURE_FIRSTBOOT_CHECKPOINT, FEATURE_SSH_READY_LINE."""
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

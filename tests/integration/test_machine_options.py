@@ -36,3 +36,8 @@ def test_the_guest_sees_its_extra_disk_memory_and_nic(machine):
     # so the blank disk and the MAC above are its own.
     assert machine.start is not None
     assert machine.start.kind == "restored-firstboot", machine.start.describe()
+
+    # Every boot of the default image says on its console when SSH can be reached (sshd listens and a link
+    # has a routable address, the extra NIC notwithstanding); the harness probes slowly until the line shows.
+    assert machine.ready_line
+    assert "railyard: ready for SSH" in machine.console_text()

@@ -208,6 +208,39 @@ def test_a_hint_brings_the_fast_pace_back(server_factory):
         server.close()
 
 
+def test_a_trusted_hint_leaves_few_attempts_before_it(server_factory):
+    # The guest shows the hint on every boot: before it, one attempt at once and then one per slow interval
+    # (each one made before the guest has an address is a wasted sshd fork later); after it, the fast pace.
+    server = ReadyLater()
+    try:
+        hinted = threading.Event()
+        threading.Timer(3.0, lambda: (server.ready.set(), hinted.set())).start()
+        start = time.monotonic()
+        banner, sock = wait_for_banner_socket(
+            "127.0.0.1", server.port, 30, interval=0.2, slowest=2.0, hint=hinted.is_set, trusted_hint=True
+        )
+        sock.close()
+        assert banner == "SSH-2.0-ready"
+        assert time.monotonic() - start < 3.0 + 1.0
+        # At 0 and 2 s before the hint at 3 s (an untrusted hint: 0, 0.2, 0.6, 1.4 and 3.0 s), one after it.
+        assert 2 <= len(server.connections) <= 3, len(server.connections)
+    finally:
+        server.close()
+
+
+def test_a_trusted_hint_still_answers_a_guest_that_is_up(server_factory):
+    # A machine restored from a checkpoint is up before any hint can show: the first attempt finds sshd.
+    server = server_factory(b"SSH-2.0-up\r\n")
+    start = time.monotonic()
+    banner, sock = wait_for_banner_socket(
+        "127.0.0.1", server.port, 30, interval=0.2, hint=lambda: False, trusted_hint=True
+    )
+    sock.close()
+    assert banner == "SSH-2.0-up"
+    assert time.monotonic() - start < 1.0
+    assert len(server.connections) == 1
+
+
 def test_without_a_hint_the_slow_pace_still_finds_sshd(server_factory):
     server = ReadyLater()
     try:
