@@ -6,6 +6,7 @@ import socket
 import stat
 import threading
 import time
+from typing import Any
 
 import paramiko
 import pytest
@@ -190,42 +191,38 @@ def test_refusals_keep_the_fast_pace():
     assert count >= 15, count
 
 
-def test_a_hint_brings_the_fast_pace_back(server_factory):
+def hinted_wait(hint_at: float, **options: Any) -> tuple[float, int]:
+    """Wait for a guest whose sshd answers, and whose console shows the hint, `hint_at` seconds from now;
+    return how long the wait took and how many connections were made."""
+    server = ReadyLater()
+    try:
+        hinted = threading.Event()
+        threading.Timer(hint_at, lambda: (server.ready.set(), hinted.set())).start()
+        start = time.monotonic()
+        banner, sock = wait_for_banner_socket(
+            "127.0.0.1", server.port, 30, interval=0.2, hint=hinted.is_set, **options
+        )
+        sock.close()
+        assert banner == "SSH-2.0-ready"
+        return time.monotonic() - start, len(server.connections)
+    finally:
+        server.close()
+
+
+def test_a_hint_brings_the_fast_pace_back():
     # Unanswered attempts slowed the pace to its slowest; the console then shows a login prompt (the hint)
     # and sshd listens: the banner comes within the fast interval, not the slow one.
-    server = ReadyLater()
-    try:
-        hinted = threading.Event()
-        threading.Timer(3.0, lambda: (server.ready.set(), hinted.set())).start()
-        start = time.monotonic()
-        banner, sock = wait_for_banner_socket(
-            "127.0.0.1", server.port, 30, interval=0.2, slowest=20.0, hint=hinted.is_set
-        )
-        sock.close()
-        assert banner == "SSH-2.0-ready"
-        assert time.monotonic() - start < 3.0 + 1.0
-    finally:
-        server.close()
+    took, _ = hinted_wait(3.0, slowest=20.0)
+    assert took < 3.0 + 1.0
 
 
-def test_a_trusted_hint_leaves_few_attempts_before_it(server_factory):
+def test_a_trusted_hint_leaves_few_attempts_before_it():
     # The guest shows the hint on every boot: before it, one attempt at once and then one per slow interval
     # (each one made before the guest has an address is a wasted sshd fork later); after it, the fast pace.
-    server = ReadyLater()
-    try:
-        hinted = threading.Event()
-        threading.Timer(3.0, lambda: (server.ready.set(), hinted.set())).start()
-        start = time.monotonic()
-        banner, sock = wait_for_banner_socket(
-            "127.0.0.1", server.port, 30, interval=0.2, slowest=2.0, hint=hinted.is_set, trusted_hint=True
-        )
-        sock.close()
-        assert banner == "SSH-2.0-ready"
-        assert time.monotonic() - start < 3.0 + 1.0
-        # At 0 and 2 s before the hint at 3 s (an untrusted hint: 0, 0.2, 0.6, 1.4 and 3.0 s), one after it.
-        assert 2 <= len(server.connections) <= 3, len(server.connections)
-    finally:
-        server.close()
+    took, connections = hinted_wait(3.0, slowest=2.0, trusted_hint=True)
+    assert took < 3.0 + 1.0
+    # At 0 and 2 s before the hint at 3 s (an untrusted hint: 0, 0.2, 0.6, 1.4 and 3.0 s), one after it.
+    assert 2 <= connections <= 3, connections
 
 
 def test_a_trusted_hint_still_answers_a_guest_that_is_up(server_factory):
