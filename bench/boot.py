@@ -27,13 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 
 from bench.boot_phases import BOOT_PHASES, REBOOT_PHASES, median, median_phases
 from bench.boot_run import BootBench, BootMeasure, RunResult
-from bench.plain_boot import (
-    image_kernel,
-    kernel_compression,
-    minimal_initramfs,
-    plain_boot,
-    uncompressed_kernel,
-)
+from bench.plain_boot import image_kernel, minimal_initramfs, plain_boot, unpack_kernel
 from harness.acceleration import detect
 
 TARGET_FIRST_BOOT = 40.0
@@ -241,7 +235,7 @@ def main() -> int:
         packing: str | None = None
         if not args.skip_plain:
             kernel, initrd = image_kernel(workdir), minimal_initramfs(workdir)
-            vmlinux, packing = uncompressed_kernel(kernel, workdir), kernel_compression(kernel)
+            packing, vmlinux = unpack_kernel(kernel, workdir)
             for n in range(args.runs):
                 plain.append(plain_boot(kernel, initrd, args.accel, workdir / f"plain-console-{n}.txt"))
                 if vmlinux is not None:

@@ -96,6 +96,8 @@ class BootBench:
         self.artifacts = artifacts
         self.timeouts = Timeouts.for_acceleration(accel)
         self.image = ensure_image().path
+        metadata = read_metadata(self.image)
+        self.features: tuple[str, ...] = metadata.features if metadata is not None else ()
         self.distro = get_distro("railyard")
         self.keys = generate_keypair(workdir)
         self.ignition = FirstBootConfig.render(
@@ -119,9 +121,7 @@ class BootBench:
     @property
     def firstboot_supported(self) -> bool:
         """Whether the image can wait for a first-boot checkpoint before Ignition (and the platform save it)."""
-        metadata = read_metadata(self.image)
-        features = metadata.features if metadata is not None else ()
-        return self.restore_supported and FEATURE_FIRSTBOOT_CHECKPOINT in features
+        return self.restore_supported and FEATURE_FIRSTBOOT_CHECKPOINT in self.features
 
     def _spec(self, name: str, ignition: FirstBootConfig | None = None) -> MachineSpec:
         workdir = self.workdir / f"{name}-{time.monotonic_ns()}"
@@ -132,11 +132,9 @@ class BootBench:
         )  # fmt: skip
 
     def _guest(self, vm: Machine) -> GuestMachine:
-        metadata = read_metadata(self.image)
-        ready_line = metadata is not None and FEATURE_SSH_READY_LINE in metadata.features
         return GuestMachine(
             vm, pkey=self.keys.pkey, timeouts=self.timeouts, distro=self.distro, channel="stable",
-            ready_line=ready_line and vm.live_console,
+            ready_line=FEATURE_SSH_READY_LINE in self.features,
         )  # fmt: skip
 
     def run(self, index: int, reboots: int = 1) -> RunResult:

@@ -62,22 +62,6 @@ GZIP_MAGIC = b"\x1f\x8b\x08"
 ELF_MAGIC = b"\x7fELF"
 
 
-def uncompressed_kernel(kernel: Path, directory: Path) -> Path | None:
-    """The ELF kernel inside a bzImage (`vmlinux`), for a kernel compressed with XZ or gzip (the compressors
-    Python reads); None for another compressor or a file that holds no kernel. Written to `directory`."""
-    data = kernel.read_bytes()
-    for magic, unpack in ((XZ_MAGIC, _unxz), (GZIP_MAGIC, _gunzip)):
-        start = data.find(magic)
-        while start >= 0:
-            elf = unpack(data[start:])
-            if elf is not None and elf.startswith(ELF_MAGIC):
-                out = directory / "vmlinux"
-                out.write_bytes(elf)
-                return out
-            start = data.find(magic, start + 1)
-    return None
-
-
 def _unxz(data: bytes) -> bytes | None:
     try:  # the payload is followed by the decompressor's trailer: read one stream, ignore the rest
         return lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(data)
@@ -92,11 +76,26 @@ def _gunzip(data: bytes) -> bytes | None:
         return None
 
 
-def kernel_compression(kernel: Path) -> str:
-    """ "xz", "gzip" or "other": how the bzImage's kernel is packed (by the first payload magic found)."""
+PACKINGS = (("xz", XZ_MAGIC, _unxz), ("gzip", GZIP_MAGIC, _gunzip))
+"""The compressors of a bzImage that Python reads: name, the payload's magic bytes, the unpacker."""
+
+
+def unpack_kernel(kernel: Path, directory: Path) -> tuple[str, Path | None]:
+    """How a bzImage packs its kernel ("xz", "gzip" or "other", by the first payload magic in it) and the
+    ELF kernel inside it (`vmlinux`, written to `directory`), None where Python cannot unpack it."""
     data = kernel.read_bytes()
-    found = [(data.find(m), name) for m, name in ((XZ_MAGIC, "xz"), (GZIP_MAGIC, "gzip")) if m in data]
-    return min(found)[1] if found else "other"
+    found = [(data.find(magic), name) for name, magic, _ in PACKINGS if magic in data]
+    packing = min(found)[1] if found else "other"
+    for _, magic, unpack in PACKINGS:
+        start = data.find(magic)
+        while start >= 0:
+            elf = unpack(data[start:])
+            if elf is not None and elf.startswith(ELF_MAGIC):
+                out = directory / "vmlinux"
+                out.write_bytes(elf)
+                return packing, out
+            start = data.find(magic, start + 1)
+    return packing, None
 
 
 def plain_boot(kernel: Path, initrd: Path, accel_name: str, console: Path) -> float:

@@ -230,11 +230,16 @@ class MachineFactory:
         with self._boot_gate(name):
             return self._start(spec)
 
+    @property
+    def _features(self) -> tuple[str, ...]:
+        """What the image declares it can do (images.metadata), nothing for an image without metadata."""
+        return self.image.metadata.features if self.image.metadata is not None else ()
+
     def _start(self, spec: MachineSpec) -> GuestMachine:
         """Restored from a checkpoint where the warm pool has one (harness.starts), else booted cold."""
         flags = self.req.flags
         run = self.run
-        features = self.image.metadata.features if self.image.metadata is not None else ()
+        features = self._features
         booted = run.warm_mode in ("booted", "all") and cold_boot_reason(spec, flags) is None
         firstboot = (
             run.warm_mode in ("firstboot", "all")
@@ -256,7 +261,6 @@ class MachineFactory:
 
     def _guest(self, vm: Machine) -> GuestMachine:
         name = vm.name
-        features = self.image.metadata.features if self.image.metadata is not None else ()
         guest = GuestMachine(
             vm,
             pkey=self.run.keypair.pkey,
@@ -264,7 +268,7 @@ class MachineFactory:
             distro=self.image.distro,
             channel=self.image.channel,
             boot_gate=lambda: self._boot_gate(name),
-            ready_line=FEATURE_SSH_READY_LINE in features and vm.live_console,
+            ready_line=FEATURE_SSH_READY_LINE in self._features,
         )
         with self._lock:
             self.machines.append(guest)

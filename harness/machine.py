@@ -71,7 +71,8 @@ class GuestMachine:
         self.vm = vm
         self.ready_line = ready_line
         """Whether every boot of this machine says on its console when SSH is up (its image has the feature
-        images.metadata.FEATURE_SSH_READY_LINE): the waits for SSH then probe slowly until the line shows."""
+        images.metadata.FEATURE_SSH_READY_LINE): where its console is live, the waits for SSH then probe slowly
+        until the line shows."""
         self.distro = distro
         self.channel = channel
         self.timeouts = timeouts

@@ -37,7 +37,7 @@ from bench.boot_phases import (
 )
 from bench.boot_run import BootMeasure, RunResult, parse_uptime
 from bench.console_tail import StampedLine
-from bench.plain_boot import kernel_compression, newc_archive, uncompressed_kernel
+from bench.plain_boot import newc_archive, unpack_kernel
 
 ANALYZE = (
     "Startup finished in 3.213s (firmware) + 1.052s (loader) + 2.617s (kernel) + 14.104s (initrd)"
@@ -297,8 +297,8 @@ def test_the_kernel_is_taken_out_of_its_bzimage(tmp_path, name, pack):
     # A bzImage: setup code, the packed kernel, then the decompressor's trailer (bytes that are no stream).
     bzimage = tmp_path / "vmlinuz"
     bzimage.write_bytes(b"MZ" + bytes(500) + b"\xfd7zXZ" + pack(ELF) + b"\x00\x10trailer" * 8)
-    assert kernel_compression(bzimage) == name
-    vmlinux = uncompressed_kernel(bzimage, tmp_path)
+    packing, vmlinux = unpack_kernel(bzimage, tmp_path)
+    assert packing == name
     assert vmlinux is not None
     assert vmlinux.read_bytes() == ELF
 
@@ -306,8 +306,7 @@ def test_the_kernel_is_taken_out_of_its_bzimage(tmp_path, name, pack):
 def test_a_kernel_packed_otherwise_is_not_unpacked(tmp_path):
     bzimage = tmp_path / "vmlinuz"
     bzimage.write_bytes(b"MZ" + bytes(500) + b"\x28\xb5\x2f\xfd" + bytes(64))  # zstd: not read here
-    assert kernel_compression(bzimage) == "other"
-    assert uncompressed_kernel(bzimage, tmp_path) is None
+    assert unpack_kernel(bzimage, tmp_path) == ("other", None)
     assert not (tmp_path / "vmlinux").exists()
 
 
