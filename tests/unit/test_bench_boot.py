@@ -320,8 +320,9 @@ def test_summary_json_and_table():
     runs[0].reboots[0].phases.notes.append(
         "harness: no firmware output 92 s after the restart; power-cycled it"
     )
-    summary = Summary("tcg", [6.0, 7.0, 6.5], runs, "not measured (no checkpoints)")
+    summary = Summary("tcg", [6.0, 7.0, 6.5], runs, "not measured (no checkpoints)", cpus=1)
     data = summary.to_json()
+    assert data["cpus"] == 1
     assert data["first_boot_s"] == 55.0
     assert data["reboot_s"] == 95.0
     assert data["plain_kernel_s"] == 6.5
@@ -336,6 +337,7 @@ def test_summary_json_and_table():
     out = io.StringIO()
     render(summary, out)
     text = out.getvalue()
+    assert "acceleration: tcg, 1 vCPU, median of 3 runs" in text
     assert "ratio  8.46  target <= 40 s" in text
     assert "not measured (no checkpoints)" in text
     assert "not measured (the image cannot wait for a first-boot checkpoint)" in text
