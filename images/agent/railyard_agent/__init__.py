@@ -2,8 +2,8 @@
 
 A cycle: update check -> (13) download started -> download into the state directory (resuming a partial
 file with a Range request) -> check size, SHA-1, SHA-256 and the OpenSSH signature -> (14) download
-finished -> `railyard-slot install -` (the payload decompressed into it; writes the inactive slot, boots it
-once on trial) -> (3/1) update applied; status UPDATE_STATUS_UPDATED_NEED_REBOOT. Any failure reports 3/0 with an error code,
+finished -> `railyard-slot install` (a zstd payload by its path, decompressed by the tool straight into the
+inactive slot; gzip or xz into its standard input; boots the slot once on trial) -> (3/1) update applied; status UPDATE_STATUS_UPDATED_NEED_REBOOT. Any failure reports 3/0 with an error code,
 deletes what was downloaded (a broken transfer keeps its partial file for the next try) and never
 touches a slot.
 

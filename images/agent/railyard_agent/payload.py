@@ -1,6 +1,6 @@
 """One offered payload, from download to install: fetched into the state directory (resuming a partial
 file) and hashed as it arrives, checked (size, SHA-1, SHA-256, OpenSSH signature), then decompressed
-straight into `railyard-slot install -` (no unpacked copy on the root file system)."""
+straight into the slot by `railyard-slot install` (no unpacked copy on the root file system)."""
 
 from __future__ import annotations
 
@@ -249,17 +249,19 @@ class Installer:
         log.info("payload signature good: %s", result.stdout.strip() or result.stderr.strip())
 
     def install(self, payload: Path) -> None:
-        """Hand the verified payload to `railyard-slot install`: a raw image by its path; a compressed one
-        decompressed into the tool's standard input, so the image is written once, to the slot."""
+        """Hand the verified payload to `railyard-slot install`: a raw image or a zstd one by its path (the
+        tool decompresses zstd straight into the slot: no pipe, no second copy of every byte); gzip and xz
+        decompressed into the tool's standard input. Either way the image is written once, to the slot."""
         kind = compression(payload)
-        command = [*self.paths.slot_tool, "install", "-" if kind else str(payload)]
+        streamed = kind is not None and kind != "zstd"
+        command = [*self.paths.slot_tool, "install", "-" if streamed else str(payload)]
         log.info(
             "installing %s%s with %s", payload, f" ({kind})" if kind else "", " ".join(self.paths.slot_tool)
         )
         unpack_error: BaseException | None = None
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             slot = subprocess.Popen(
-                command, stdin=subprocess.PIPE if kind else subprocess.DEVNULL, stdout=out, stderr=err
+                command, stdin=subprocess.PIPE if streamed else subprocess.DEVNULL, stdout=out, stderr=err
             )
             try:
                 if slot.stdin is not None:
@@ -295,10 +297,7 @@ def compression(payload: Path) -> str | None:
 
 
 def decompress_into(payload: Path, kind: str | None, sink: IO[bytes]) -> None:
-    """Write the decompressed payload to `sink`; zstd by the zstd program (faster than any Python loop)."""
-    if kind == "zstd":
-        subprocess.run(["zstd", "-q", "-d", "-c", str(payload)], stdout=sink, check=True)
-        return
+    """Write the decompressed gzip or xz payload to `sink` (zstd goes to the slot tool by its path)."""
     opener = gzip.open if kind == "gzip" else lzma.open
     with opener(payload, "rb") as source:
         while chunk := source.read(CHUNK):
