@@ -33,7 +33,10 @@ install() {
         "$systemdsystemunitdir/ignition-.service.d/railyard-console.conf"
     inst_simple "$moddir/networkd-firstboot.conf" \
         "$systemdsystemunitdir/systemd-networkd.service.d/railyard-firstboot.conf"
+    inst_simple "$moddir/networkd-socket-firstboot.conf" \
+        "$systemdsystemunitdir/systemd-networkd.socket.d/railyard-firstboot.conf"
     inst_simple "$moddir/initrd-dhcp.network" /etc/systemd/network/50-railyard-initrd-dhcp.network
+    inst_simple "$moddir/early-modules.conf" /etc/modules-load.d/railyard-early.conf
     inst_multiple mount umount rm sync mkdir rmdir grep cut cat date modprobe sleep
     # Ignition creates RAID arrays with mdadm (its own module installs the other storage tools it finds).
     # and waits for /dev/md/<name>, which mdadm's udev rules create.
