@@ -152,7 +152,7 @@ class BootBench:
         measured: list[BootMeasure] = []
         with ConsoleTail(vm.console_path) as tail:
             guest = self._guest(vm)
-            guest.wait_for_ssh()
+            guest.wait_for_ssh(booting=True)
             login = time.monotonic()
             first = self._measure(guest, tail, start, login, since=0, reboot=False)
             self._keep(index, "first-boot", guest)
@@ -275,7 +275,7 @@ class BootBench:
         clone = self.platform.restore(self._spec(f"firstboot{index}", ignition=config), checkpoint)
         try:
             restored = self._guest(clone)
-            restored.wait_for_ssh()
+            restored.wait_for_ssh(booting=True)
             seconds = time.monotonic() - start
             written = restored.succeed("cat /etc/railyard-bench")
             if written != token:

@@ -111,16 +111,19 @@ class GuestMachine:
 
     # -- connection and boot -------------------------------------------------------------------------
 
-    def wait_for_ssh(self, timeout: float | None = None) -> None:
+    def wait_for_ssh(self, timeout: float | None = None, *, booting: bool = False) -> None:
         """Wait until the guest's sshd answers and a session opens, and record the boot id.
 
-        Default timeout: `timeouts.boot` (scaled by acceleration). Raises WaitTimeout when SSH does not
-        answer in time, BootError when the machine stops running meanwhile.
+        `booting`: the guest has only begun to boot (a cold boot, a restore from before Ignition), so it
+        cannot answer at once; where its image shows a ready line on every boot, no attempt is made before
+        that line (see `wait_for_banner_socket`). Default timeout: `timeouts.boot` (scaled by acceleration).
+        Raises WaitTimeout when SSH does not answer in time, BootError when the machine stops running
+        meanwhile.
         """
         with step(self.name, "wait for SSH"):
-            self._wait_for_ssh(timeout)
+            self._wait_for_ssh(timeout, booting)
 
-    def _wait_for_ssh(self, timeout: float | None) -> None:
+    def _wait_for_ssh(self, timeout: float | None, booting: bool) -> None:
         timeout = timeout if timeout is not None else self.timeouts.boot
         deadline = time.monotonic() + timeout
         ep = self.vm.ssh_endpoint
@@ -133,7 +136,7 @@ class GuestMachine:
 
         _, banner_socket = wait_for_banner_socket(
             ep.host, ep.port, timeout, alive=alive, via=ep.via, hint=ssh_ready_hint(self),
-            trusted_hint=self.ready_line,
+            trusted_hint=self.ready_line, at_once=not booting,
         )  # fmt: skip
         first: list[BannerStream] = [banner_socket]  # the first login reuses the banner's connection
 

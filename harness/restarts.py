@@ -107,7 +107,7 @@ def wait_for_new_boot(
         try:
             _, sock = wait_for_banner_socket(
                 ep.host, ep.port, max(deadline - time.monotonic(), 1.0), alive=guard.alive, via=ep.via,
-                hint=hint, trusted_hint=machine.ready_line,
+                hint=hint, trusted_hint=machine.ready_line, at_once=False,
             )  # fmt: skip
         except PowerCycled:
             return None  # SSH is forwarded from somewhere new: wait again there

@@ -34,9 +34,15 @@ BANNER_SLOW_INTERVAL = 4.0
 """The longest pause between attempts: reached while attempts go unanswered (see `wait_for_banner_socket`)."""
 BANNER_HINTED_SLOW_INTERVAL = 10.0
 """The longest pause where a hint says when the guest comes close (the hint brings the short pause back)."""
+BANNER_TRUSTED_HINT_GRACE = 60.0
+"""Where the guest is known to show the hint on every boot (its image says so): how long to wait for it before
+any attempt beyond the one made at once. Each attempt made before the guest has an address reaches sshd later,
+as a wasted fork and re-exec just when the harness logs in (about half a second of a one-vCPU guest each)."""
 BANNER_TRUSTED_HINT_INTERVAL = 15.0
-"""The pause between attempts before the hint, where the guest is known to show it on every boot (its image
-says so): each attempt made before the guest has an address reaches sshd later, as a wasted fork and re-exec."""
+"""The pause between the attempts made after `BANNER_TRUSTED_HINT_GRACE` without the hint (it grows by
+`BANNER_BACKOFF` from there, up to `BANNER_TRUSTED_HINT_SLOWEST`); they only catch a boot whose hint did not
+show."""
+BANNER_TRUSTED_HINT_SLOWEST = 60.0
 BANNER_BACKOFF = 2.0
 """Each attempt left unanswered makes the pause before the next this much longer, up to the slow interval."""
 BANNER_MAX_PENDING = 3
@@ -124,6 +130,8 @@ def wait_for_banner_socket(
     slowest: float | None = None,
     hint: Callable[[], bool] | None = None,
     trusted_hint: bool = False,
+    at_once: bool = True,
+    grace: float = BANNER_TRUSTED_HINT_GRACE,
 ) -> tuple[str, BannerStream]:
     """`wait_for_banner`, returning the connection too (for `SSHConnection.connect(sock=...)`): a socket, or
     a channel through `via` (an SSH jump) when given.
@@ -138,9 +146,12 @@ def wait_for_banner_socket(
     `slowest` (`BANNER_HINTED_SLOW_INTERVAL` with a hint, else `BANNER_SLOW_INTERVAL`); it drops back to
     `interval` when an attempt gets any answer (a refusal or a close: nothing is queued then) and, for good,
     once `hint()` (polled about every `interval`) says the guest is close to ready (e.g. its console shows a
-    login prompt). With `trusted_hint` (the guest shows the hint on every boot), the attempts before the hint
-    are `BANNER_TRUSTED_HINT_INTERVAL` apart from the first one on: one at once (a guest that is up answers
-    it), then a few that only catch a boot whose hint did not show.
+    login prompt). With `trusted_hint` (the guest shows the hint on every boot), there is one attempt at once
+    (a guest that is up answers it; `at_once=False` leaves it out where the guest has only begun to boot),
+    then none before the hint for `grace` seconds; after that, attempts from `slowest`
+    (`BANNER_TRUSTED_HINT_INTERVAL`) apart, growing, only catch a boot whose hint did not show. After a trusted
+    hint, attempts are `try_timeout` apart (they do not overlap). An attempt that gets any answer brings the
+    fast pace back, as without a trusted hint.
     """
     trusted = trusted_hint and hint is not None
     if slowest is None:
@@ -148,12 +159,17 @@ def wait_for_banner_socket(
             slowest = BANNER_TRUSTED_HINT_INTERVAL
         else:
             slowest = BANNER_HINTED_SLOW_INTERVAL if hint is not None else BANNER_SLOW_INTERVAL
-    deadline = time.monotonic() + timeout
+    start = time.monotonic()
+    deadline = start + timeout
     race = _BannerRace(host, port, try_timeout, via)
-    pause = max(slowest, interval) if trusted else interval
-    next_attempt = time.monotonic()
-    next_alive = next_attempt
-    next_hint = next_attempt if hint is not None else math.inf
+    pause = interval
+    next_attempt = start
+    if trusted:
+        next_attempt = start if at_once else start + grace
+        pause = max(slowest, interval)
+    after_once = start + grace if trusted else None
+    next_alive = start
+    next_hint = start if hint is not None else math.inf
     answered = 0
     try:
         while True:
@@ -163,11 +179,16 @@ def wait_for_banner_socket(
                 if hint is not None and hint():
                     log.debug("SSH on %s:%d: the guest looks close to ready; attempts every %.1f s",
                               host, port, interval)  # fmt: skip
-                    slowest, next_hint = interval, math.inf
-                    pause, next_attempt = interval, min(next_attempt, now)
+                    # A trusted hint comes once the guest has its address and sshd listens: the attempt made
+                    # now goes through, and its banner takes a second or more under TCG (a fork and re-exec of
+                    # sshd), so another attempt overlaps it only once it has timed out.
+                    after_hint = max(try_timeout, interval) if trusted else interval
+                    slowest, next_hint, after_once = after_hint, math.inf, None
+                    pause, next_attempt = after_hint, min(next_attempt, now)
             if race.answered != answered:
                 answered = race.answered
                 pause, next_attempt = interval, min(next_attempt, now + interval)
+                after_once = None  # the guest's network answers: nothing waits in QEMU for it
             if alive is not None and now >= next_alive:
                 if not alive():
                     raise BootError(
@@ -182,8 +203,12 @@ def wait_for_banner_socket(
                 )
             if now >= next_attempt and race.pending < BANNER_MAX_PENDING:
                 race.start()
-                next_attempt = now + pause
-                pause = min(pause * BANNER_BACKOFF, max(slowest, interval))
+                if after_once is not None and now < after_once:
+                    next_attempt = after_once  # trusted hint: the attempt at once, then the grace
+                else:
+                    next_attempt = now + pause
+                    limit = BANNER_TRUSTED_HINT_SLOWEST if after_once is not None else slowest
+                    pause = min(pause * BANNER_BACKOFF, max(limit, interval))
             wake = min(next_attempt, deadline, next_alive if alive else deadline, next_hint)
             won = race.wait(max(0.0, wake - now))
             if won is not None:

@@ -109,7 +109,7 @@ class MachineStarter:
         guest = self._restore(spec, store, key, found, notes)
         if guest is None:
             return None
-        self._up(guest, settle=False)
+        self._up(guest, settle=False, booting=False)
         guest.sync_clock()
         guest.start = StartRecord(START_RESTORED, time.monotonic() - started, checkpoint=found.name)
         log.info("%s: ready (%s)", spec.name, guest.start.describe())
@@ -139,7 +139,7 @@ class MachineStarter:
         if guest is None:
             return None
         if policy.ssh:
-            self._up(guest, settle=policy.settle)
+            self._up(guest, settle=policy.settle, booting=True)
         guest.start = StartRecord(START_FIRSTBOOT, time.monotonic() - started, checkpoint=found.name)
         return guest
 
@@ -147,7 +147,7 @@ class MachineStarter:
         started = time.monotonic()
         guest = self.adopt(self.platform.boot(spec))
         if policy.ssh:
-            self._up(guest, settle=policy.settle)
+            self._up(guest, settle=policy.settle, booting=True)
         guest.start = StartRecord(START_COLD, time.monotonic() - started)
         return guest
 
@@ -167,10 +167,10 @@ class MachineStarter:
         self.skip_console(guest)
         return guest
 
-    def _up(self, guest: GuestMachine, settle: bool) -> None:
+    def _up(self, guest: GuestMachine, settle: bool, booting: bool) -> None:
         try:
             with heartbeat(f"{guest.name}: starting", lambda: "console: " + last_line(guest.console_text())):
-                guest.wait_for_ssh()
+                guest.wait_for_ssh(booting=booting)
                 if settle:
                     guest.settle()
         except RailyardError as exc:

@@ -84,8 +84,8 @@ class FakeGuest:
     def name(self) -> str:
         return self.vm.name
 
-    def wait_for_ssh(self) -> None:
-        self.log.append("ssh")
+    def wait_for_ssh(self, booting: bool = False) -> None:
+        self.log.append("ssh, booting" if booting else "ssh")
 
     def settle(self) -> None:
         self.log.append("settle")
@@ -138,9 +138,9 @@ def test_booted_a_config_that_comes_back_is_saved_and_then_restored(tmp_path: Pa
     assert once.start.note == ""  # seen once: not worth a checkpoint yet
     assert first.start.kind == "cold"
     assert "saved as checkpoint" in first.start.note
-    assert first.log == ["ssh", "settle", "close", "clock"]  # closed while saved, clock set after
+    assert first.log == ["ssh, booting", "settle", "close", "clock"]  # closed while saved, clock set after
     assert second.start.kind == "restored-booted"
-    assert second.log == ["ssh", "clock"]  # resumed settled: only the clock is set
+    assert second.log == ["ssh", "clock"]  # resumed settled and up: only the clock is set
     assert skipped == ["c-1"]  # the checkpoint's boot in its console is not checked again
 
 
@@ -195,7 +195,7 @@ def test_firstboot_a_maker_is_saved_and_thrown_away_then_each_machine_is_restore
     ]
     assert (one.start.kind, two.start.kind) == ("restored-firstboot", "restored-firstboot")
     assert one.start.note.startswith("first-boot checkpoint made in")
-    assert one.log == ["ssh", "settle"]  # Ignition and the whole boot run after the resume: settle
+    assert one.log == ["ssh, booting", "settle"]  # Ignition and the whole boot run after the resume
     assert two.start.note == ""
     assert one.start.checkpoint == two.start.checkpoint != ""
 
