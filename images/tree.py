@@ -126,6 +126,12 @@ MASKED_GENERATORS: tuple[str, ...] = (
     "systemd-veritysetup-generator",
 )
 
+# Files of Debian's packages the image leaves out, each one a unit that would run on every boot for nothing.
+# Python's binfmt entry (running .pyc files as programs) is the only binfmt.d file here: without it,
+# systemd-binfmt.service and the binfmt_misc mount are skipped (their conditions); a machine's own
+# /etc/binfmt.d still brings them back.
+REMOVED_FILES: tuple[str, ...] = ("usr/lib/binfmt.d/python3.11.conf",)
+
 # A server boots to multi-user.target, as Container Linux does (Debian's default is graphical.target).
 DEFAULT_TARGET = "multi-user.target"
 
@@ -134,6 +140,7 @@ STATIC_LINKS: tuple[tuple[str, str], ...] = (
     ("boot-complete.target.requires/railyard-health.service", "../railyard-health.service"),
     ("multi-user.target.wants/railyard-update-agent.service", "../railyard-update-agent.service"),
     ("multi-user.target.wants/railyard-ssh-ready.service", "../railyard-ssh-ready.service"),
+    ("sysinit.target.wants/railyard-update-done.service", "../railyard-update-done.service"),
 )
 
 # Where the image keeps the public key that update payloads must be signed with.
@@ -178,7 +185,14 @@ def customisation_hash() -> str:
         digest.update(rel.encode() + b"\0" + src.read_bytes() + b"\0")
     digest.update(
         repr(
-            (sorted(OVERLAY_MODES.items()), MASKED_UNITS, MASKED_GENERATORS, STATIC_LINKS, DEFAULT_TARGET)
+            (
+                sorted(OVERLAY_MODES.items()),
+                MASKED_UNITS,
+                MASKED_GENERATORS,
+                STATIC_LINKS,
+                DEFAULT_TARGET,
+                REMOVED_FILES,
+            )
         ).encode()
     )
     return digest.hexdigest()[:16]
@@ -379,6 +393,8 @@ def customise(tree: PreparedTree, channel: str, version: str, build_key: str, si
     (root / "etc" / "dracut.conf.d" / "11-ifcfg.conf").unlink(missing_ok=True)
     for f in (root / "etc" / "ssh").glob("ssh_host_*"):
         f.unlink()
+    for rel in REMOVED_FILES:
+        (root / rel).unlink(missing_ok=True)
     run(["chroot", root, "systemctl", "preset-all"], "systemctl preset-all")
     run(["chroot", root, "systemctl", "set-default", DEFAULT_TARGET], "systemctl set-default")
     for unit in MASKED_UNITS:

@@ -81,3 +81,13 @@ def test_the_machine_id_and_host_key_are_kept(module_machine, rebooted):
     """The identity made at first boot is committed to disk, not made anew at every boot."""
     assert module_machine.succeed("cat /etc/machine-id").strip() == rebooted.machine_id
     assert module_machine.succeed("cat /etc/ssh/ssh_host_ed25519_key.pub").split()[1] == rebooted.host_key
+
+
+def test_system_users_are_made_on_the_first_boot_of_a_usr_only(module_machine, rebooted):
+    """The first boot ran systemd-sysusers and marked /etc as up to date with this /usr (/etc/.updated, with
+    /usr's time); the reboot, on the same /usr, skipped it (ConditionNeedsUpdate=/etc)."""
+    assert module_machine.succeed("stat -c %Y /etc/.updated") == module_machine.succeed("stat -c %Y /usr/")
+    skipped = module_machine.succeed("systemctl show -P ConditionResult systemd-sysusers.service").strip()
+    assert skipped == "no", "systemd-sysusers ran again on a boot of the same /usr"
+    first = module_machine.journal("-b -1 -u railyard-update-done.service -o cat")
+    assert "Finished railyard-update-done.service" in first, first

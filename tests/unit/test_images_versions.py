@@ -74,6 +74,15 @@ def test_the_image_runs_the_update_agent_from_usr_and_loads_the_power_button():
     assert (tree.OVERLAY_DIR / "usr/lib/systemd/system/railyard-update-agent.service").is_file()
 
 
+def test_every_unit_the_image_enables_in_usr_is_in_its_overlay():
+    units = tree.OVERLAY_DIR / "usr/lib/systemd/system"
+    for link, target in tree.STATIC_LINKS:
+        assert (units / link).parent.joinpath(target).resolve().is_file(), (link, target)
+    assert ("sysinit.target.wants/railyard-update-done.service", "../railyard-update-done.service") in (
+        tree.STATIC_LINKS
+    )
+
+
 def test_every_module_of_the_update_agent_is_installed_and_the_installed_launcher_runs(tmp_path, monkeypatch):
     package = tree.AGENT_DIR / tree.AGENT_PACKAGE
     modules = sorted(p.name for p in package.glob("*.py"))
