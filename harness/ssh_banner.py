@@ -162,12 +162,9 @@ def wait_for_banner_socket(
     start = time.monotonic()
     deadline = start + timeout
     race = _BannerRace(host, port, try_timeout, via)
-    pause = interval
-    next_attempt = start
-    if trusted:
-        next_attempt = start if at_once else start + grace
-        pause = max(slowest, interval)
-    after_once = start + grace if trusted else None
+    grace_end = start + grace if trusted else None  # a trusted hint's grace (no attempts) ends then
+    next_attempt = grace_end if grace_end is not None and not at_once else start
+    pause = max(slowest, interval) if trusted else interval
     next_alive = start
     next_hint = start if hint is not None else math.inf
     answered = 0
@@ -177,18 +174,18 @@ def wait_for_banner_socket(
             if now >= next_hint:
                 next_hint = now + interval
                 if hint is not None and hint():
-                    log.debug("SSH on %s:%d: the guest looks close to ready; attempts every %.1f s",
-                              host, port, interval)  # fmt: skip
                     # A trusted hint comes once the guest has its address and sshd listens: the attempt made
                     # now goes through, and its banner takes a second or more under TCG (a fork and re-exec of
                     # sshd), so another attempt overlaps it only once it has timed out.
                     after_hint = max(try_timeout, interval) if trusted else interval
-                    slowest, next_hint, after_once = after_hint, math.inf, None
+                    log.debug("SSH on %s:%d: the guest looks close to ready; attempts every %.1f s",
+                              host, port, after_hint)  # fmt: skip
+                    slowest, next_hint, grace_end = after_hint, math.inf, None
                     pause, next_attempt = after_hint, min(next_attempt, now)
             if race.answered != answered:
                 answered = race.answered
                 pause, next_attempt = interval, min(next_attempt, now + interval)
-                after_once = None  # the guest's network answers: nothing waits in QEMU for it
+                grace_end = None  # the guest's network answers: nothing waits in QEMU for it
             if alive is not None and now >= next_alive:
                 if not alive():
                     raise BootError(
@@ -203,11 +200,11 @@ def wait_for_banner_socket(
                 )
             if now >= next_attempt and race.pending < BANNER_MAX_PENDING:
                 race.start()
-                if after_once is not None and now < after_once:
-                    next_attempt = after_once  # trusted hint: the attempt at once, then the grace
+                if grace_end is not None and now < grace_end:
+                    next_attempt = grace_end  # trusted hint: the attempt at once, then the grace
                 else:
                     next_attempt = now + pause
-                    limit = BANNER_TRUSTED_HINT_SLOWEST if after_once is not None else slowest
+                    limit = BANNER_TRUSTED_HINT_SLOWEST if grace_end is not None else slowest
                     pause = min(pause * BANNER_BACKOFF, max(limit, interval))
             wake = min(next_attempt, deadline, next_alive if alive else deadline, next_hint)
             won = race.wait(max(0.0, wake - now))
