@@ -71,6 +71,7 @@ OVERLAY_MODES: dict[str, int] = {
     "usr/lib/railyard/update-agent": 0o755,
     "usr/lib/railyard/health-check": 0o755,
     "usr/lib/railyard/ssh-host-key": 0o755,
+    "usr/lib/railyard/ssh-ready": 0o755,
     "usr/lib/railyard/audit-rules": 0o755,
     "etc/sudoers.d/railyard": 0o440,
 }
