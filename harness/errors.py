@@ -27,6 +27,11 @@ class SSHError(RailyardError):
     """The SSH transport failed (not a command that exited non-zero)."""
 
 
+class SessionLost(SSHError):
+    """The SSH connection ended while a command the guest had been sent ran, before its exit status came
+    (the command may have run: a reboot ends the session that asked for it)."""
+
+
 class WaitTimeout(RailyardError):
     """A condition polled for did not become true in time."""
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import paramiko
 
 from harness.acceleration import Timeouts
-from harness.errors import BootError, CommandError, RailyardError, WaitTimeout
+from harness.errors import BootError, CommandError, RailyardError, SessionLost, WaitTimeout
 from harness.fatal_console import FatalConsoleWatch
 from harness.forward import RemoteForward
 from harness.machine_steps import step
@@ -337,7 +337,13 @@ class GuestMachine:
             timeout = timeout if timeout is not None else self.timeouts.reboot
             started = time.monotonic()
             mark = len(self.console_text())
-            self._run("sudo systemctl reboot", 30.0)
+            try:
+                self._run("sudo systemctl reboot", 30.0)
+            except SessionLost as exc:
+                # The shutdown may end this session before systemctl's exit status gets out (a guest whose
+                # sshd runs per connection and is stopped as the shutdown starts, as on Flatcar). Whether
+                # the machine restarts is what the console and the new boot id below tell.
+                log.info("%s: the reboot ended the SSH session first (%s)", self.name, exc)
             self._await_shutdown(mark, timeout)
             self._await_new_boot(old, max(timeout - (time.monotonic() - started), 1.0))
 

@@ -20,7 +20,7 @@ from typing import cast
 
 import paramiko
 
-from harness.errors import SSHError, WaitTimeout
+from harness.errors import SessionLost, SSHError, WaitTimeout
 from harness.forward import RemoteForward
 from harness.forward import request as request_forward
 from harness.ssh_banner import (
@@ -214,8 +214,10 @@ class SSHConnection:
                 f"\n--- stderr so far ---\n{stderr.decode(errors='replace')[-2000:]}"
             )
 
+        sent = False
         try:
             channel.exec_command(command)
+            sent = True
             if stdin is not None:
                 threading.Thread(target=self._feed, args=(channel, stdin), daemon=True).start()
             else:
@@ -240,9 +242,10 @@ class SSHConnection:
                 raise expired()
             status = channel.recv_exit_status()
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise SSHError(f"SSH failed while running {command!r}: {exc!r}") from exc
+            lost = SessionLost if sent else SSHError
+            raise lost(f"SSH failed while running {command!r}: {exc!r}") from exc
         if status == -1:
-            raise SSHError(f"the SSH connection was lost while running {command!r} (no exit status)")
+            raise SessionLost(f"the SSH connection was lost while running {command!r} (no exit status)")
         return status, bytes(stdout), bytes(stderr)
 
     @staticmethod

@@ -9,7 +9,7 @@ import threading
 import paramiko
 import pytest
 
-from harness.errors import SSHError, WaitTimeout
+from harness.errors import SessionLost, SSHError, WaitTimeout
 from harness.ssh import SSHConnection, generate_keypair, wait_for_banner_socket
 from platforms.base import SSHEndpoint
 
@@ -31,8 +31,20 @@ class ShellServer(paramiko.ServerInterface):
         return paramiko.AUTH_SUCCESSFUL if ok else paramiko.AUTH_FAILED
 
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
+        if command == DROP:  # what a shutdown that stops the connection's sshd does to a running command
+            threading.Thread(target=drop_once_running, args=(channel,), daemon=True).start()
+            return True
         threading.Thread(target=run_locally, args=(channel, command.decode()), daemon=True).start()
         return True
+
+
+DROP = b"drop the connection"
+
+
+def drop_once_running(channel: paramiko.Channel) -> None:
+    # The client sends its stdin only once the command was accepted: the command is running when it comes.
+    channel.recv(1)
+    channel.get_transport().close()
 
 
 def run_locally(channel: paramiko.Channel, command: str) -> None:
@@ -147,6 +159,14 @@ def test_wrong_key_is_an_ssh_error(server, tmp_path):
     other = generate_keypair(tmp_path / "other")
     with pytest.raises(SSHError, match="cannot log in"):
         SSHConnection(endpoint, other.pkey, connect_timeout=5).connect()
+
+
+def test_a_connection_ended_while_a_command_runs_is_a_lost_session(conn):
+    # The command was sent and may have run (a reboot ends the session that asked for it): callers can
+    # tell this from a transport that never carried the command.
+    with pytest.raises(SessionLost, match="drop the connection"):
+        conn.run(DROP.decode(), timeout=10, stdin=b"x")
+    assert conn.run("echo again", timeout=10).stdout == "again\n"
 
 
 def test_reconnects_after_close(conn):
