@@ -1,5 +1,5 @@
-"""sshd takes drop-ins from Ignition, refuses passwords, and lets each user Ignition created log in with its
-own key. One machine serves the module; the tests only read."""
+"""sshd takes drop-ins from Ignition (its own configuration's and its socket's), refuses passwords, and lets each
+user Ignition created log in with its own key. One machine serves the module; the tests only read."""
 
 import io
 
@@ -19,11 +19,16 @@ PASSWORD_HASH = (
     "$6$railyard.salt$aqHO9uMqOlnPlAPfPbVdeQ0l/dmJ1MFt4amPQp8GLu8/i/godLrMquz0sjuJ.0TOlYiKE73J0TR38rB8a4GFA1"
 )
 EXTRA_PORT = 2222
+BANNER = "Authorized use only: railyard test machine\n"
 
 pytestmark = pytest.mark.ignition(
     IgnitionConfig()
     .add_user("bob", ssh_keys=[BOB_PUBLIC], password_hash=PASSWORD_HASH)
-    .add_file("/etc/ssh/sshd_config.d/20-railyard-port.conf", f"Port 22\nPort {EXTRA_PORT}\n")
+    .add_file("/etc/ssh/railyard-banner", BANNER)
+    .add_file("/etc/ssh/sshd_config.d/20-railyard-banner.conf", "Banner /etc/ssh/railyard-banner\n")
+    # sshd runs once per connection (sshd.socket, as on Container Linux): another port is another
+    # ListenStream= of the socket, not a Port of sshd_config.
+    .add_unit("sshd.socket", dropins={"20-railyard-port.conf": f"[Socket]\nListenStream={EXTRA_PORT}\n"})
     .to_dict()
 )
 
@@ -70,7 +75,22 @@ def test_password_login_is_refused(module_machine):
     assert effective["permitrootlogin"] == "no"
 
 
-def test_an_sshd_drop_in_adds_a_port(module_machine, tmp_path):
+def test_an_sshd_config_drop_in_applies_to_each_connection(module_machine):
+    """The sshd that serves a connection reads sshd_config.d: the banner of the drop-in comes before the login."""
+    with _client() as client:
+        _connect(
+            client,
+            module_machine,
+            username="bob",
+            pkey=paramiko.Ed25519Key.from_private_key(io.StringIO(BOB_PRIVATE)),
+        )
+        transport = client.get_transport()
+        assert transport is not None
+        assert transport.get_banner() == BANNER.encode()
+
+
+def test_a_socket_drop_in_adds_a_port(module_machine, tmp_path):
+    """A drop-in of sshd.socket (written by Ignition) adds a port; the sshd it starts serves it."""
     listening = module_machine.succeed("ss -Htln").split()
     assert any(word.endswith(f":{EXTRA_PORT}") for word in listening), listening
     key = tmp_path / "bob"

@@ -23,14 +23,48 @@ def usable(key: Path) -> bool:
     return subprocess.run(["ssh-keygen", "-y", "-f", str(key)], capture_output=True).returncode == 0
 
 
-def test_the_script_is_installed_executable_and_runs_before_sshd():
+def unit_lines(name: str) -> list[str]:
+    return (OVERLAY_DIR / "usr/lib/systemd/system" / name).read_text().splitlines()
+
+
+def test_the_script_is_installed_executable_and_runs_before_sshd_takes_a_connection():
     assert OVERLAY_MODES["usr/lib/railyard/ssh-host-key"] == 0o755
-    dropin = (OVERLAY_DIR / "usr/lib/systemd/system/ssh.service.d/railyard.conf").read_text()
-    starts = [line for line in dropin.splitlines() if line.startswith("ExecStartPre=")]
-    assert starts == [
-        "ExecStartPre=",
-        "ExecStartPre=/usr/lib/railyard/ssh-host-key",
-    ]
+    service = unit_lines("railyard-ssh-host-key.service")
+    assert "ExecStart=/usr/lib/railyard/ssh-host-key" in service
+    # Ordered before the socket, which is ordered before sockets.target: so no default dependencies
+    # (they would order it after basic.target, a cycle).
+    assert "DefaultDependencies=no" in service
+    assert "Before=sshd.socket ssh.service shutdown.target" in service
+    socket = unit_lines("sshd.socket")
+    assert {"Wants=railyard-ssh-host-key.service", "After=railyard-ssh-host-key.service"} <= set(socket)
+    # Debian's daemon, where a machine enables it instead, gets its key the same way, and no longer
+    # runs the configuration test first.
+    dropin = unit_lines("ssh.service.d/railyard.conf")
+    assert {"Wants=railyard-ssh-host-key.service", "After=railyard-ssh-host-key.service"} <= set(dropin)
+    assert [line for line in dropin if line.startswith("ExecStartPre=")] == ["ExecStartPre="]
+
+
+def test_sshd_runs_per_connection_and_the_daemon_is_off():
+    socket = unit_lines("sshd.socket")
+    assert {"ListenStream=22", "Accept=yes", "WantedBy=sockets.target"} <= set(socket)
+    service = unit_lines("sshd@.service")
+    assert "StandardInput=socket" in service
+    (start,) = [line for line in service if line.startswith("ExecStart=")]
+    assert start.startswith("ExecStart=-/usr/sbin/sshd -i -e")
+    # -e logs to stderr, which must not be the connection (stdout and stderr follow stdin by default).
+    assert "StandardError=journal" in service
+    # A session's sshd is not stopped as a shutdown starts (no Conflicts=shutdown.target by default, and
+    # not in a slice of its own, which would have one).
+    assert "DefaultDependencies=no" in service
+    assert "Slice=system.slice" in service
+    # One privilege separation directory for every connection's sshd: not removed when one of them exits.
+    assert {"RuntimeDirectory=sshd", "RuntimeDirectoryPreserve=yes"} <= set(service)
+    # ... and there from the boot on, for the health check's `sshd -t` before any connection.
+    tmpfiles = (OVERLAY_DIR / "usr/lib/tmpfiles.d/railyard-sshd.conf").read_text().splitlines()
+    assert "d /run/sshd 0755 root root -" in tmpfiles
+    presets = (OVERLAY_DIR / "usr/lib/systemd/system-preset/40-railyard.preset").read_text().splitlines()
+    assert "enable sshd.socket" in presets
+    assert "disable ssh.service" in presets
 
 
 def test_a_missing_key_is_made(tmp_path):
