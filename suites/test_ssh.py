@@ -47,15 +47,20 @@ def _connect(client: paramiko.SSHClient, machine, **auth) -> None:
     )  # fmt: skip
 
 
+def _log_in_as_bob(client: paramiko.SSHClient, machine) -> paramiko.Transport:
+    """Log `client` in as bob with bob's key; return its transport."""
+    _connect(
+        client, machine, username="bob", pkey=paramiko.Ed25519Key.from_private_key(io.StringIO(BOB_PRIVATE))
+    )
+    transport = client.get_transport()
+    assert transport is not None
+    return transport
+
+
 def test_a_second_user_logs_in_with_its_own_key(module_machine):
     """kola: coreos.ignition.ssh.key (there for the default user; here for a user of the test's own)"""
     with _client() as client:
-        _connect(
-            client,
-            module_machine,
-            username="bob",
-            pkey=paramiko.Ed25519Key.from_private_key(io.StringIO(BOB_PRIVATE)),
-        )
+        _log_in_as_bob(client, module_machine)
         _, stdout, _ = client.exec_command("id -un")
         assert stdout.read().decode().strip() == "bob"
 
@@ -78,15 +83,7 @@ def test_password_login_is_refused(module_machine):
 def test_an_sshd_config_drop_in_applies_to_each_connection(module_machine):
     """The sshd that serves a connection reads sshd_config.d: the banner of the drop-in comes before the login."""
     with _client() as client:
-        _connect(
-            client,
-            module_machine,
-            username="bob",
-            pkey=paramiko.Ed25519Key.from_private_key(io.StringIO(BOB_PRIVATE)),
-        )
-        transport = client.get_transport()
-        assert transport is not None
-        assert transport.get_banner() == BANNER.encode()
+        assert _log_in_as_bob(client, module_machine).get_banner() == BANNER.encode()
 
 
 def test_a_socket_drop_in_adds_a_port(module_machine, tmp_path):
@@ -106,10 +103,6 @@ def test_a_socket_drop_in_adds_a_port(module_machine, tmp_path):
 def test_the_host_key_is_the_machines_own(module_machine):
     """The image ships no host key: the one sshd presents was made on this machine at its first boot."""
     with _client() as client:
-        pkey = paramiko.Ed25519Key.from_private_key(io.StringIO(BOB_PRIVATE))
-        _connect(client, module_machine, username="bob", pkey=pkey)
-        transport = client.get_transport()
-        assert transport is not None
-        presented = transport.get_remote_server_key().get_base64()
+        presented = _log_in_as_bob(client, module_machine).get_remote_server_key().get_base64()
     on_disk = module_machine.succeed("cat /etc/ssh/ssh_host_ed25519_key.pub").split()[1]
     assert presented == on_disk
