@@ -36,6 +36,8 @@ install() {
     inst_simple "$moddir/networkd-socket-firstboot.conf" \
         "$systemdsystemunitdir/systemd-networkd.socket.d/railyard-firstboot.conf"
     inst_simple "$moddir/initrd-dhcp.network" /etc/systemd/network/50-railyard-initrd-dhcp.network
+    inst_simple "$moddir/fsck-usr-read-only.conf" \
+        "$systemdsystemunitdir/systemd-fsck-usr.service.d/railyard-read-only.conf"
     inst_simple "$moddir/early-modules.conf" /etc/modules-load.d/railyard-early.conf
     inst_multiple mount umount rm sync mkdir rmdir grep cut cat date modprobe sleep
     # Ignition creates RAID arrays with mdadm (its own module installs the other storage tools it finds).

@@ -16,6 +16,10 @@
 #   for every tty and ACPI device to be processed (about 2 s of a one-vCPU boot, once the disk's driver
 #   loads early). `rd.break=initqueue` is the one thing lost.
 # - systemd's GPT auto-mount generator, which the kernel command line turns off (systemd.gpt_auto=0).
+# - systemd-sysusers.service: the users and groups of the initramfs's sysusers.d (the groups udev's rules
+#   name, systemd-network for networkd) are made here, once, in its /etc/passwd and /etc/group, and the
+#   unit is masked. At boot it made the same ones every time, ordered before the static device nodes and
+#   udevd: 0.4 to 0.5 s of a one-vCPU boot under emulation. (The real root runs its own, on a first boot.)
 # The emergency shell settings (rd.emergency=reboot, rd.shell=0) and the shutdown hooks are kept.
 
 check() {
@@ -36,4 +40,7 @@ install() {
         "${initdir}${systemdutildir}/system-generators/dracut-rootfs-generator" \
         "${initdir}${systemdutildir}/system-generators/systemd-gpt-auto-generator" \
         "${initdir}/etc/systemd/system/initrd.target.wants/dracut-initqueue.service"
+    systemd-sysusers --root "$initdir" >/dev/null
+    mkdir -p "${initdir}/etc/systemd/system"
+    ln -sfn /dev/null "${initdir}/etc/systemd/system/systemd-sysusers.service"
 }
