@@ -115,3 +115,16 @@ def test_world_writable_directories_are_sticky_and_files_are_not_writable(module
 def test_the_update_agent_runs(module_machine):
     """kola: cl.basic (ServicesActive: update-engine)"""
     module_machine.wait_for_unit("railyard-update-agent.service")
+
+
+@pytest.mark.distros("railyard")  # Flatcar's audit-rules.service and auditd.service are set up the same way
+def test_the_audit_rules_load_and_the_journal_gets_the_records_without_auditd(module_machine):
+    """kola: none (Flatcar loads /etc/audit/rules.d with audit-rules.service; its auditd is off by default)"""
+    m = module_machine
+    m.wait_for_unit("audit-rules.service")
+    assert m.execute("systemctl is-enabled auditd.service").stdout.strip() == "disabled"
+    assert m.execute("systemctl is-active auditd.service").stdout.strip() == "inactive"
+    status = m.succeed("sudo auditctl -s")
+    assert "enabled 1" in status, status  # journald, listening on the audit socket, turned auditing on
+    assert "pid 0" in status, status  # no daemon: the kernel's records go to the journal alone
+    assert "SERVICE_START" in m.succeed("sudo journalctl -b _TRANSPORT=audit -o cat --no-pager")

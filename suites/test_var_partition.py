@@ -46,6 +46,7 @@ def _config() -> dict:
         .merge({"ignition": {"version": "3.3.0"}, "storage": storage})
         .add_file(MARKER, "on the var partition\n", mode=0o644)
         .add_unit("var.mount", contents=VAR_MOUNT, enabled=True)
+        .add_unit("auditd.service", enabled=True)  # off by default; its log is one of the packages' /var dirs
         .to_dict()
     )
 
