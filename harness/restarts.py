@@ -7,6 +7,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import paramiko
@@ -36,13 +37,53 @@ SSH_READY_HINT = re.compile(r"\S login: |railyard: ready for SSH")
 (`railyard-ssh-ready.service`; the prompt comes later, as serial getty waits for the boot's last job)."""
 
 
+class ConsoleTail:
+    """What a console file gains from a point on, read a piece at a time: each look reads only the bytes
+    written since the last one (a look every `HINT_POLL` costs next to nothing, however long the console).
+    A match may span two pieces: the end of the last piece is searched again with the next."""
+
+    KEEP = 256
+    """Characters of the last piece searched again with the next (longer than any pattern looked for)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self.offset = path.stat().st_size
+        except FileNotFoundError:
+            self.offset = 0
+        self.carry = ""
+
+    def search(self, pattern: re.Pattern[str]) -> bool:
+        """Whether `pattern` matches the text written since this tail began (and was not matched before)."""
+        try:
+            with self.path.open("rb") as console:
+                console.seek(self.offset)
+                piece = console.read()
+        except FileNotFoundError:
+            return False
+        if not piece:
+            return False
+        self.offset += len(piece)
+        text = self.carry + piece.decode(errors="replace")
+        self.carry = text[-self.KEEP :]
+        return pattern.search(text) is not None
+
+
 def ssh_ready_hint(machine: GuestMachine) -> Callable[[], bool] | None:
     """For `wait_for_banner_socket`: whether the console showed, after now, that the boot is about to answer
-    SSH (`SSH_READY_HINT`). None where the console is not a local file that is cheap to read."""
+    SSH (`SSH_READY_HINT`). None where the console is not a local file that is cheap to read. Once shown,
+    the hint stays true."""
     if not machine.vm.live_console:
         return None
-    mark = len(machine.console_text())
-    return lambda: SSH_READY_HINT.search(machine.console_text(), mark) is not None
+    tail = ConsoleTail(machine.vm.console_path)
+    shown = False
+
+    def hint() -> bool:
+        nonlocal shown
+        shown = shown or tail.search(SSH_READY_HINT)
+        return shown
+
+    return hint
 
 
 def wait_for_restart_line(machine: GuestMachine, mark: int, timeout: float) -> None:

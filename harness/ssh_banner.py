@@ -30,6 +30,10 @@ BANNER_TRY_TIMEOUT = 3.0
 """How long one attempt waits for the banner once connected."""
 BANNER_INTERVAL = 0.5
 """Seconds between the starts of overlapping attempts while the guest answers (or is said to be close)."""
+HINT_POLL = 0.1
+"""Seconds between looks for the hint (`wait_for_banner_socket`'s `hint`): on a live console, a read of what
+it gained since the last look. The default image's sshd takes the first connection at once after its ready
+line; a look every `BANNER_INTERVAL` let 0.25 s pass on average before the attempt."""
 BANNER_SLOW_INTERVAL = 4.0
 """The longest pause between attempts: reached while attempts go unanswered (see `wait_for_banner_socket`)."""
 BANNER_HINTED_SLOW_INTERVAL = 10.0
@@ -132,6 +136,7 @@ def wait_for_banner_socket(
     trusted_hint: bool = False,
     at_once: bool = True,
     grace: float = BANNER_TRUSTED_HINT_GRACE,
+    hint_poll: float = HINT_POLL,
 ) -> tuple[str, BannerStream]:
     """`wait_for_banner`, returning the connection too (for `SSHConnection.connect(sock=...)`): a socket, or
     a channel through `via` (an SSH jump) when given.
@@ -145,7 +150,7 @@ def wait_for_banner_socket(
     while attempts go unanswered, the pause between them grows from `interval` by `BANNER_BACKOFF` up to
     `slowest` (`BANNER_HINTED_SLOW_INTERVAL` with a hint, else `BANNER_SLOW_INTERVAL`); it drops back to
     `interval` when an attempt gets any answer (a refusal or a close: nothing is queued then) and, for good,
-    once `hint()` (polled about every `interval`) says the guest is close to ready (e.g. its console shows a
+    once `hint()` (polled every `hint_poll` seconds) says the guest is close to ready (e.g. its console shows a
     login prompt). With `trusted_hint` (the guest shows the hint on every boot), there is one attempt at once
     (a guest that is up answers it; `at_once=False` leaves it out where the guest has only begun to boot),
     then none before the hint for `grace` seconds; after that, attempts from `slowest`
@@ -172,7 +177,7 @@ def wait_for_banner_socket(
         while True:
             now = time.monotonic()
             if now >= next_hint:
-                next_hint = now + interval
+                next_hint = now + hint_poll
                 if hint is not None and hint():
                     # A trusted hint comes once the guest has its address and sshd listens: the attempt made
                     # now goes through, and its banner takes a second or more under TCG (a fork and re-exec of

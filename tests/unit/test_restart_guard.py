@@ -189,5 +189,20 @@ def test_the_console_hints_that_ssh_is_about_to_answer(guest, monkeypatch, line)
     assert hint()
 
 
+def test_a_hint_written_in_two_pieces_is_found_and_stays_shown(guest, monkeypatch):
+    # The console is read a piece at a time (only what it gained since the last look): a line the guest
+    # wrote between two looks still counts.
+    monkeypatch.setattr(FakeVM, "live_console", True)
+    guest.vm.print("x" * 1000 + "\n")
+    hint = ssh_ready_hint(guest)
+    assert hint is not None
+    guest.vm.print("railyard: rea")
+    assert not hint()
+    guest.vm.print("dy for SSH\n")
+    assert hint()
+    guest.vm.print("[   12.0] more of the boot\n")
+    assert hint()
+
+
 def test_no_hint_without_a_live_console(guest):
     assert ssh_ready_hint(guest) is None

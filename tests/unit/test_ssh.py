@@ -231,6 +231,33 @@ def test_a_booting_guest_with_a_trusted_hint_gets_no_attempt_before_it():
     assert connections == 1, connections
 
 
+def test_the_hint_is_looked_at_every_hint_poll_however_far_apart_attempts_are():
+    # The harness reads the console for the hint every `hint_poll` seconds: the attempt follows the hint
+    # within about that, where looking at the attempts' pace (2 s here) would have waited up to 2 s.
+    server = ReadyLater()
+    try:
+        hinted = threading.Event()
+        looks: list[float] = []
+
+        def hint() -> bool:
+            looks.append(time.monotonic())
+            return hinted.is_set()
+
+        threading.Timer(1.0, lambda: (server.ready.set(), hinted.set())).start()
+        start = time.monotonic()
+        banner, sock = wait_for_banner_socket(
+            "127.0.0.1", server.port, 30, interval=2.0, hint=hint, trusted_hint=True, at_once=False,
+            hint_poll=0.05,
+        )  # fmt: skip
+        sock.close()
+        took = time.monotonic() - start
+        assert banner == "SSH-2.0-ready"
+        assert 1.0 <= took < 1.0 + 0.4, took
+        assert len(looks) >= 10, len(looks)
+    finally:
+        server.close()
+
+
 def test_after_a_trusted_hint_attempts_do_not_overlap(server_factory):
     # The guest shows the line once it has its address and sshd listens: the attempt made then goes through,
     # and a banner that takes a while (sshd's fork and re-exec under TCG) gets no second attempt beside it.
