@@ -117,7 +117,7 @@ def test_the_update_agent_runs(module_machine):
     module_machine.wait_for_unit("railyard-update-agent.service")
 
 
-@pytest.mark.distros("railyard")  # Flatcar's audit-rules.service and auditd.service are set up the same way
+@pytest.mark.distros("railyard")  # the image's defaults (Flatcar documents the same ones; not run against it)
 def test_the_audit_rules_load_and_the_journal_gets_the_records_without_auditd(module_machine):
     """kola: none (Flatcar loads /etc/audit/rules.d with audit-rules.service; its auditd is off by default)"""
     m = module_machine
