@@ -37,8 +37,8 @@ SSH_READY_HINT = re.compile(r"\S login: |railyard: ready for SSH")
 (`railyard-ssh-ready.service`; the prompt comes later, as serial getty waits for the boot's last job)."""
 
 
-class ConsoleTail:
-    """What a console file gains from a point on, read a piece at a time: each look reads only the bytes
+class ConsoleSince:
+    """The text a console file gains from a point on, read a piece at a time: each look reads only the bytes
     written since the last one (a look every `HINT_POLL` costs next to nothing, however long the console).
     A match may span two pieces: the end of the last piece is searched again with the next."""
 
@@ -54,7 +54,8 @@ class ConsoleTail:
         self.carry = ""
 
     def search(self, pattern: re.Pattern[str]) -> bool:
-        """Whether `pattern` matches the text written since this tail began (and was not matched before)."""
+        """Whether `pattern` matches what the console gained since the last look (with the end of the piece
+        read before it). False when nothing was added."""
         try:
             with self.path.open("rb") as console:
                 console.seek(self.offset)
@@ -75,12 +76,12 @@ def ssh_ready_hint(machine: GuestMachine) -> Callable[[], bool] | None:
     the hint stays true."""
     if not machine.vm.live_console:
         return None
-    tail = ConsoleTail(machine.vm.console_path)
+    since = ConsoleSince(machine.vm.console_path)
     shown = False
 
     def hint() -> bool:
         nonlocal shown
-        shown = shown or tail.search(SSH_READY_HINT)
+        shown = shown or since.search(SSH_READY_HINT)
         return shown
 
     return hint
