@@ -191,16 +191,25 @@ def test_refusals_keep_the_fast_pace():
     assert count >= 15, count
 
 
-def hinted_wait(hint_at: float, **options: Any) -> tuple[float, int]:
+def hinted_wait(
+    hint_at: float, *, interval: float = 0.2, looks: list[float] | None = None, **options: Any
+) -> tuple[float, int]:
     """Wait for a guest whose sshd answers, and whose console shows the hint, `hint_at` seconds from now;
-    return how long the wait took and how many connections were made."""
+    return how long the wait took and how many connections were made. Each look for the hint is recorded in
+    `looks` when given."""
     server = ReadyLater()
     try:
         hinted = threading.Event()
+
+        def hint() -> bool:
+            if looks is not None:
+                looks.append(time.monotonic())
+            return hinted.is_set()
+
         threading.Timer(hint_at, lambda: (server.ready.set(), hinted.set())).start()
         start = time.monotonic()
         banner, sock = wait_for_banner_socket(
-            "127.0.0.1", server.port, 30, interval=0.2, hint=hinted.is_set, **options
+            "127.0.0.1", server.port, 30, interval=interval, hint=hint, **options
         )
         sock.close()
         assert banner == "SSH-2.0-ready"
@@ -234,28 +243,10 @@ def test_a_booting_guest_with_a_trusted_hint_gets_no_attempt_before_it():
 def test_the_hint_is_looked_at_every_hint_poll_however_far_apart_attempts_are():
     # The harness reads the console for the hint every `hint_poll` seconds: the attempt follows the hint
     # within about that, where looking at the attempts' pace (2 s here) would have waited up to 2 s.
-    server = ReadyLater()
-    try:
-        hinted = threading.Event()
-        looks: list[float] = []
-
-        def hint() -> bool:
-            looks.append(time.monotonic())
-            return hinted.is_set()
-
-        threading.Timer(1.0, lambda: (server.ready.set(), hinted.set())).start()
-        start = time.monotonic()
-        banner, sock = wait_for_banner_socket(
-            "127.0.0.1", server.port, 30, interval=2.0, hint=hint, trusted_hint=True, at_once=False,
-            hint_poll=0.05,
-        )  # fmt: skip
-        sock.close()
-        took = time.monotonic() - start
-        assert banner == "SSH-2.0-ready"
-        assert 1.0 <= took < 1.0 + 0.4, took
-        assert len(looks) >= 10, len(looks)
-    finally:
-        server.close()
+    looks: list[float] = []
+    took, _ = hinted_wait(1.0, interval=2.0, looks=looks, trusted_hint=True, at_once=False, hint_poll=0.05)
+    assert 1.0 <= took < 1.0 + 0.4, took
+    assert len(looks) >= 10, len(looks)
 
 
 def test_after_a_trusted_hint_attempts_do_not_overlap(server_factory):
