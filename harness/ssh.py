@@ -35,7 +35,14 @@ from harness.ssh_banner import (
     wait_for_banner_socket,
 )
 from harness.ssh_jump import BannerStream, ReplayedChannel
-from harness.ssh_keys import KEY_COMMENT, KeyPair, generate_keypair, load_keypair, shared_keypair
+from harness.ssh_keys import (
+    KEY_COMMENT,
+    KeyPair,
+    generate_keypair,
+    load_keypair,
+    shared_keypair,
+    user_keypair,
+)
 from platforms.base import SSHEndpoint
 
 __all__ = [
@@ -54,6 +61,7 @@ __all__ = [
     "open_banner",
     "read_banner",
     "shared_keypair",
+    "user_keypair",
     "wait_for_banner",
     "wait_for_banner_socket",
 ]

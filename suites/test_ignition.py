@@ -6,16 +6,12 @@ The whole config is given once for the module; one boot serves every test, which
 import base64
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from harness.ignition import IgnitionConfig
+from harness.ssh_keys import user_keypair
 
 BINARY = bytes(range(256)) * 4
-ALICE_KEY = (
-    Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH).decode()
-    + " alice@railyard"
-)
+ALICE_KEY = user_keypair("alice").public_line  # kept on this host: the same config on every run
 
 # `openssl passwd -6 -salt railyard.salt railyard-pw`
 CAROL_HASH = (

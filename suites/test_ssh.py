@@ -5,14 +5,14 @@ import io
 
 import paramiko
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 from harness.ignition import IgnitionConfig
+from harness.ssh_keys import user_keypair
 
-_BOB = Ed25519PrivateKey.generate()
-BOB_PRIVATE = _BOB.private_bytes(Encoding.PEM, PrivateFormat.OpenSSH, NoEncryption()).decode()
-BOB_PUBLIC = _BOB.public_key().public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH).decode() + " bob@railyard"
+# Kept on this host: the module's config is the same on every run (one checkpoint serves them all).
+_BOB = user_keypair("bob")
+BOB_PRIVATE = _BOB.private_path.read_text()
+BOB_PUBLIC = _BOB.public_line
 PASSWORD = "railyard-pw"
 # `openssl passwd -6 -salt railyard.salt railyard-pw`
 PASSWORD_HASH = (

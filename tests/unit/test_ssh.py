@@ -17,6 +17,7 @@ from harness.ssh import (
     CommandResult,
     generate_keypair,
     load_keypair,
+    user_keypair,
     wait_for_banner,
     wait_for_banner_socket,
 )
@@ -43,6 +44,15 @@ def test_generate_keypair_round_trip(tmp_path):
 
 def test_keypairs_differ(tmp_path):
     assert generate_keypair(tmp_path / "a").public_line != generate_keypair(tmp_path / "b").public_line
+
+
+def test_a_users_key_pair_is_made_once_and_kept(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    bob = user_keypair("bob")
+    assert bob.private_path == tmp_path / "cache" / "railyard" / "ssh" / "users" / "bob" / "id_ed25519"
+    assert bob.public_line.split()[2] == "bob@railyard"
+    assert user_keypair("bob").public_line == bob.public_line  # a later run gets the same key
+    assert user_keypair("alice").public_line.split()[1] != bob.public_line.split()[1]
 
 
 class TcpServer:
