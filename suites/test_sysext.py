@@ -33,17 +33,23 @@ def extension_image() -> bytes:
         tool.parent.mkdir(parents=True)
         tool.write_text(f"#!/bin/sh\necho '{GREETING}'\n")
         tool.chmod(0o755)
-        for path in [root, *root.rglob("*")]:
+        paths = [root, *sorted(root.rglob("*"))]
+        for path in paths:
             os.utime(path, (0, 0))
         image = Path(tmp, "image.raw")
         options = ["-q", "-F", "-O", "^has_journal", "-U", FIXED_UUID]
         options += ["-E", f"hash_seed={FIXED_UUID},root_owner=0:0", "-d", str(root)]
+        fixed_time = {**os.environ, "E2FSPROGS_FAKE_TIME": "1"}
         subprocess.run(
-            ["mkfs.ext4", *options, str(image), "2M"],
-            check=True,
-            capture_output=True,
-            env={**os.environ, "E2FSPROGS_FAKE_TIME": "1"},
+            ["mkfs.ext4", *options, str(image), "2M"], check=True, capture_output=True, env=fixed_time
         )
+        # mkfs copies each file's change time, which no one can set on the host: zero it in the image.
+        inodes = ["/" + str(path.relative_to(root)).removeprefix(".") for path in paths]
+        script = "".join(f"set_inode_field {inode} ctime 0\n" for inode in inodes)
+        subprocess.run(
+            ["debugfs", "-w", "-f", "-", str(image)], input=script.encode(), check=True, capture_output=True,
+            env=fixed_time,
+        )  # fmt: skip
         return image.read_bytes()
 
 
