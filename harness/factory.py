@@ -41,32 +41,22 @@ WARM_EXEMPT = frozenset({"cold_boot", "no_ssh_key", "no_settle"})
 """Flags of tests whose machines always boot cold (see harness.warm)."""
 
 
-def cold_boot_reason(
-    spec: MachineSpec, flags: set[str] | frozenset[str], firstboot: bool = False
-) -> str | None:
-    """Why a machine must boot cold rather than come from a booted checkpoint (or with `firstboot`, from a
-    first-boot checkpoint), or None.
+def cold_boot_reason(flags: set[str] | frozenset[str]) -> str | None:
+    """Why a machine must boot cold rather than come from a checkpoint, or None.
 
     Shape, firmware, memory, kernel arguments, extra disks (their sizes and serials) and NICs (their MACs)
-    are part of a checkpoint's signature. A booted checkpoint holds what its boot wrote and who it was: a
-    clone would find the extra disks blank that the boot had written to, resume with the MAC and address
-    of the machine that was saved on a segment other machines share, and keep its machine id and host keys.
-    A first-boot checkpoint is taken in the initramfs before Ignition, before anything is written to a disk,
-    before a link is configured and before the machine id and host keys are made: a clone gets blank extra
-    disks, as a cold boot does, and its own MACs (every clone of that checkpoint is the same machine of its
-    test, so it has the same deterministic MACs). Only the flags keep a machine from it.
+    are part of a checkpoint's signature, and the Ignition config is part of its key (which holds the
+    addresses of a private network). A booted checkpoint holds its machine's extra disks as they were when
+    it was saved; each clone gets overlays of them, so it finds what that boot wrote, as a machine booted
+    with the same config would, and nothing any other clone wrote. The machines that share a segment (a
+    private network, extra NICs) never share a key: their MACs and addresses differ, so each comes from a
+    checkpoint of its own, with the machine id and host keys of its own first boot; and a clone joins the
+    segments of its own test, never one where the machine it was saved from is. A first-boot checkpoint is
+    taken in the initramfs before Ignition. Only the flags keep a machine from them.
     """
     exempt = WARM_EXEMPT & flags
     if exempt:
         return f"flags {', '.join(sorted(exempt))}"
-    if firstboot:
-        return None
-    if spec.private_net is not None:
-        return "a machine of a private network"
-    if spec.extra_disks_mib:
-        return "extra disks"
-    if spec.extra_nics:
-        return "extra NICs"
     return None
 
 
@@ -240,11 +230,11 @@ class MachineFactory:
         flags = self.req.flags
         run = self.run
         features = self._features
-        booted = run.warm_mode in ("booted", "all") and cold_boot_reason(spec, flags) is None
+        booted = run.warm_mode in ("booted", "all") and cold_boot_reason(flags) is None
         firstboot = (
             run.warm_mode in ("firstboot", "all")
             and FEATURE_FIRSTBOOT_CHECKPOINT in features
-            and cold_boot_reason(spec, flags, firstboot=True) is None
+            and cold_boot_reason(flags) is None
         )
         policy = StartPolicy(
             store=run.checkpoints if booted or firstboot else None,

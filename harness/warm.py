@@ -11,11 +11,10 @@ and so are those whose image file was deleted or rebuilt (no machine can match t
 Each restored machine is a machine of its own: its own copy-on-write disk (its writes never reach the
 checkpoint or another clone), console and SSH port; its kernel RNG reseeded at resume (QEMU's vmgenid); its
 wall clock set to the host's. What clones still share with the machine that made the checkpoint: the machine
-id, the SSH host keys, the boot id of that boot, and whatever that first boot wrote. Machines that must differ
-in those (the machines of a private network: clusters), and machines with extra disks or NICs, are never
-restored from a booted checkpoint: they come from the first-boot checkpoint of their shape, taken before
-Ignition (no machine id, host key, disk write or configured link yet), or boot cold. Tests marked
-`@pytest.mark.flags("cold_boot")` always boot cold. A checkpoint that cannot be restored (truncated, saved by another QEMU) is
+id, the SSH host keys, the boot id of that boot, and whatever that first boot wrote (to its extra disks too:
+they are saved with it). The machines that share a segment (a private network, extra NICs) differ in MACs
+and addresses, so they never share a checkpoint: each has the machine id and host keys of its own first
+boot. Tests marked `@pytest.mark.flags("cold_boot")` always boot cold. A checkpoint that cannot be restored (truncated, saved by another QEMU) is
 dropped, and the machine boots cold with a note: never a failure.
 
 Checkpoints are made by one process at a time per key (a lock file; a process that finds the lock taken boots

@@ -341,7 +341,10 @@ class QemuPlatform(Platform):
             _run([QEMU_IMG, "convert", "-q", "-f", "raw", "-O", "qcow2", str(firmware.vars_template),
                   str(paths.vars)])  # fmt: skip
         for index, size_mib in enumerate(spec.extra_disks_mib, start=1):
-            _run(blank_disk_command(paths.extra_disk(index), size_mib))
+            if frozen is not None and frozen.extra_disk(index).is_file():  # what the saved machine wrote
+                _run(overlay_command(frozen.extra_disk(index), "qcow2", paths.extra_disk(index)))
+            else:
+                _run(blank_disk_command(paths.extra_disk(index), size_mib))
         if not paths.ignition.is_file() or paths.ignition.read_text().strip() != spec.ignition.text.strip():
             paths.ignition.write_text(spec.ignition.text)
         command = qemu_command(spec, accel=self.ctx.accel, paths=paths, firmware=firmware, binary=self.binary)
@@ -379,13 +382,6 @@ class QemuPlatform(Platform):
         if not isinstance(machine, QemuMachine):
             raise PlatformError(f"{machine!r} was not booted by the qemu platform")
         machine._require_running("save a checkpoint of")
-        first_boot = machine.spec.checkpoint_stage == "firstboot"
-        if (machine.spec.extra_disks_mib or machine.spec.extra_nics) and not first_boot:
-            # Booted, it has written to its extra disks (not part of a checkpoint) and configured its NICs.
-            # Before Ignition it has done neither: clones get blank disks and the MACs of their own spec.
-            raise PlatformError(
-                f"{machine.name}: a booted machine with extra disks or NICs is not saved as a checkpoint"
-            )
         log.info("%s: saving a checkpoint in %s", machine.name, directory)
         checkpoint.freeze(
             machine.qmp,
@@ -393,6 +389,7 @@ class QemuPlatform(Platform):
             checkpoint.CheckpointFiles(directory),
             version=checkpoint.qemu_version(self.binary),
             timeout=CHECKPOINT_TIMEOUT,
+            extra_disks=len(machine.spec.extra_disks_mib),
         )
 
     def _restore(self, spec: MachineSpec, directory: Path) -> QemuMachine:

@@ -3,6 +3,7 @@
 A checkpoint is a directory of read-only files:
 
     disk.qcow2   the machine's overlay as it was when frozen (backed by the image it booted)
+    disk<N>.qcow2  its extra disk N as it was when frozen (machines with extra disks)
     vars.qcow2   its UEFI variables (UEFI machines only)
     state        QEMU's migration stream: memory and device state
     qemu.json    what made it: QEMU version, sizes of the files above
@@ -60,6 +61,10 @@ class CheckpointFiles:
     def vars(self) -> Path:
         return self.directory / VARS
 
+    def extra_disk(self, index: int) -> Path:
+        """The frozen copy of extra disk `index` (1 for the first)."""
+        return self.directory / f"disk{index}.qcow2"
+
     @property
     def state(self) -> Path:
         return self.directory / STATE
@@ -108,14 +113,16 @@ def signature(spec: MachineSpec, *, accel: Acceleration, firmware: Firmware, bin
     """What a machine restored from a checkpoint of `spec` depends on, as canonical JSON: the QEMU command
     line with the machine's own names, paths and hub ports left out (so it holds shape, firmware, devices and
     their MACs, extra kernel arguments, acceleration), the sizes of extra disks, the QEMU version, and the
-    identity of the image and firmware files. (Machines with extra disks or NICs come from first-boot
-    checkpoints only, which hold no disk writes and no configured link: harness.factory.cold_boot_reason.)"""
+    identity of the image and firmware files. The ports of the hubs that relay the private network and the
+    extra NICs are left out too: each run has its own hubs, and a clone joins those of its own test."""
+    private_net = spec.private_net
     anonymous = dataclasses.replace(
         spec,
         name="checkpoint",
         workdir=Path("/checkpoint"),
         test_id="",
         checkpoint_stage="",
+        private_net=dataclasses.replace(private_net, hub_port=0) if private_net is not None else None,
         extra_nics=tuple(dataclasses.replace(nic, hub_port=0) for nic in spec.extra_nics),
     )
     paths = QemuPaths.layout(Path("/checkpoint"), Path("/checkpoint/runtime"))
@@ -151,8 +158,17 @@ def _wait_migration(qmp: QMPClient, timeout: float) -> dict[str, Any]:
         time.sleep(POLL)
 
 
-def freeze(qmp: QMPClient, paths: QemuPaths, files: CheckpointFiles, *, version: str, timeout: float) -> None:
-    """Save the running machine behind `qmp` into `files` and let it run on (see the module docstring)."""
+def freeze(
+    qmp: QMPClient,
+    paths: QemuPaths,
+    files: CheckpointFiles,
+    *,
+    version: str,
+    timeout: float,
+    extra_disks: int = 0,
+) -> None:
+    """Save the running machine behind `qmp` (with `extra_disks` extra disks) into `files` and let it run on
+    (see the module docstring)."""
     qmp.execute("stop")
     try:
         start = time.monotonic()
@@ -160,6 +176,9 @@ def freeze(qmp: QMPClient, paths: QemuPaths, files: CheckpointFiles, *, version:
         info = _wait_migration(qmp, timeout)
         # The migration left QEMU's block devices flushed and inactive: the files are consistent to copy.
         shutil.copyfile(paths.overlay, files.disk)
+        extra = [(paths.extra_disk(index), files.extra_disk(index)) for index in range(1, extra_disks + 1)]
+        for source, copy in extra:
+            shutil.copyfile(source, copy)
         shutil.copyfile(paths.console, files.console)
         uefi = paths.vars.exists()
         if uefi:
@@ -168,12 +187,20 @@ def freeze(qmp: QMPClient, paths: QemuPaths, files: CheckpointFiles, *, version:
             "qemu": version,
             "state_bytes": files.state.stat().st_size,
             "disk_bytes": files.disk.stat().st_size,
+            "extra_disk_bytes": [copy.stat().st_size for _, copy in extra],
             "uefi": uefi,
             "saved_in_s": round(time.monotonic() - start, 3),
             "ram_transferred": info.get("ram", {}).get("transferred"),
         }
         files.manifest.write_text(json.dumps(manifest, indent=2) + "\n")
-        for path in (files.disk, files.vars, files.state, files.manifest, files.console):
+        for path in (
+            files.disk,
+            files.vars,
+            files.state,
+            files.manifest,
+            files.console,
+            *(c for _, c in extra),
+        ):
             if path.exists():
                 path.chmod(0o444)
     finally:
@@ -190,14 +217,16 @@ def check(files: CheckpointFiles, *, version: str) -> dict[str, Any]:
         raise CheckpointError(
             f"checkpoint {files.directory} was saved by {manifest.get('qemu')!r}, not by this {version!r}"
         )
-    for path, key in ((files.state, "state_bytes"), (files.disk, "disk_bytes")):
+    saved = [(files.state, manifest.get("state_bytes")), (files.disk, manifest.get("disk_bytes"))]
+    saved += [(files.extra_disk(n), size) for n, size in enumerate(manifest.get("extra_disk_bytes") or [], 1)]
+    for path, expected in saved:
         try:
             size = path.stat().st_size
         except OSError as exc:
             raise CheckpointError(f"checkpoint {files.directory}: {path.name} is missing ({exc})") from exc
-        if size != manifest.get(key):
+        if size != expected:
             raise CheckpointError(
-                f"checkpoint {files.directory}: {path.name} has {size} bytes, {manifest.get(key)} were saved "
+                f"checkpoint {files.directory}: {path.name} has {size} bytes, {expected} were saved "
                 "(truncated or changed)"
             )
     if manifest.get("uefi") and not files.vars.is_file():

@@ -1,7 +1,8 @@
 """Booted checkpoints on QEMU, for real: one cold boot saved, clones restored from it.
 
-Each clone must be a machine of its own: an RNG reseeded at resume (vmgenid), the host's time, a disk whose
-writes reach neither the checkpoint nor another clone. A damaged checkpoint is refused before or while QEMU
+Each clone must be a machine of its own: an RNG reseeded at resume (vmgenid), the host's time, disks (the
+boot disk and an extra one) that hold what the saved machine wrote, and whose writes reach neither the
+checkpoint nor another clone. A damaged checkpoint is refused before or while QEMU
 loads it, and leaves no QEMU behind. (The plugin's use of checkpoints is in test_warm_plugin.py: its child
 runs need admission slots, which this module's machine holds until its last test.)
 """
@@ -32,6 +33,7 @@ from platforms.qemu.checkpoint import CheckpointFiles
 from tests.integration.helpers import qemu_processes_under
 
 RESEEDED = "crng reseeded due to virtual machine fork"
+EXTRA_DISK = "/dev/disk/by-id/virtio-railyard-disk1"
 # One worker runs this module, so that its machine boots once (the plugin schedules by xdist group).
 pytestmark = pytest.mark.xdist_group("warm-pool-checkpoint")
 
@@ -53,7 +55,7 @@ class Frozen:
         config = FirstBootConfig.render(base_ignition(self.distro, self.keypair.public_line))
         return MachineSpec(
             name=name, image=self.image, ignition=config, ignition_fw_cfg=self.distro.ignition_fw_cfg,
-            workdir=self.root / name, ssh_user=self.distro.default_user, cpus=1,
+            workdir=self.root / name, ssh_user=self.distro.default_user, cpus=1, extra_disks_mib=(64,),
         )  # fmt: skip
 
     def guest(self, vm: object) -> GuestMachine:
@@ -88,6 +90,7 @@ def frozen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Frozen]:
         made.original = made.guest(platform.boot(made.spec("original")))
         made.original.wait_for_ssh()
         made.original.settle()
+        made.original.succeed(f"printf saved | sudo dd of={EXTRA_DISK} conv=fsync status=none")
         made.original.close()
         made.checkpoint.mkdir()
         platform.save_checkpoint(made.original.vm, made.checkpoint)
@@ -144,6 +147,8 @@ def test_a_clones_writes_reach_neither_the_checkpoint_nor_another_clone(frozen: 
     before = digest(frozen.checkpoint)
     writer = frozen.restore("writer")
     try:
+        assert writer.succeed(f"sudo head -c 5 {EXTRA_DISK}") == "saved"  # what the saved machine wrote
+        writer.succeed(f"printf clone | sudo dd of={EXTRA_DISK} conv=fsync status=none")
         writer.succeed("echo mine | sudo tee /var/lib/clone-marker >/dev/null && sync")
         writer.succeed("sudo dd if=/dev/urandom of=/var/tmp/filler bs=1M count=8 status=none && sync")
     finally:
@@ -153,6 +158,7 @@ def test_a_clones_writes_reach_neither_the_checkpoint_nor_another_clone(frozen: 
     try:
         assert reader.execute("test -e /var/lib/clone-marker").status == 1
         assert reader.execute("test -e /var/tmp/filler").status == 1
+        assert reader.succeed(f"sudo head -c 5 {EXTRA_DISK}") == "saved"
     finally:
         reader.close()
         frozen.platform.destroy(reader.vm)

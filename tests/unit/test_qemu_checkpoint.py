@@ -11,7 +11,7 @@ import pytest
 
 from harness.acceleration import Acceleration
 from harness.errors import CheckpointError, PlatformError
-from platforms.base import ExtraNic, FirstBootConfig, MachineSpec
+from platforms.base import ExtraNic, FirstBootConfig, MachineSpec, PrivateNet
 from platforms.qemu import checkpoint
 from platforms.qemu.checkpoint import CheckpointFiles, check, signature
 from platforms.qemu.command import Firmware
@@ -148,29 +148,54 @@ def test_the_signature_leaves_out_the_hub_port_of_extra_nics(tmp_path: Path) -> 
     assert sig(spec) != sig(dataclasses.replace(spec, extra_nics=(ExtraNic(4000, "52:54:00:ee:01:02"),)))
 
 
-def test_a_machine_with_extra_disks_or_nics_is_not_saved(tmp_path: Path) -> None:
-    from harness.acceleration import Timeouts
-    from harness.errors import PlatformError
-    from platforms.base import PlatformContext
-    from platforms.qemu import QemuMachine, QemuPlatform
+def test_the_signature_leaves_out_the_hub_port_of_the_private_network(tmp_path: Path) -> None:
+    spec = spec_in(tmp_path, private_net=PrivateNet(4000, "52:54:00:cc:00:01", "10.0.3.1/24"))
+    other_run = dataclasses.replace(spec, private_net=PrivateNet(5000, "52:54:00:cc:00:01", "10.0.3.1/24"))
+    assert sig(spec) == sig(other_run)
+    assert sig(spec) != sig(
+        dataclasses.replace(spec, private_net=PrivateNet(4000, "52:54:00:cc:00:02", "10.0.3.2/24"))
+    )
+    assert sig(spec) != sig(spec_in(tmp_path))
+
+
+class _SavingQmp:
+    """A QMP client that saves a machine as QEMU does: `migrate` writes the state where its URI says."""
+
+    def __init__(self) -> None:
+        self.commands: list[str] = []
+
+    def execute(self, command: str, arguments: dict[str, object] | None = None) -> dict[str, object]:
+        self.commands.append(command)
+        if command == "migrate":
+            assert arguments is not None
+            Path(str(arguments["uri"]).split("> ", 1)[1].strip("'")).write_bytes(b"state")
+        return {"status": "completed"} if command == "query-migrate" else {}
+
+
+def test_a_machines_extra_disks_are_saved_with_it_and_checked(tmp_path: Path) -> None:
     from platforms.qemu.command import QemuPaths
 
-    class Running:
-        def poll(self) -> None:
-            return None
-
-    platform = QemuPlatform(PlatformContext("r", tmp_path, TCG, Timeouts.for_acceleration(TCG), {}))
-    machine = QemuMachine(
-        spec_in(tmp_path, extra_disks_mib=(64,)),
-        process=Running(),  # type: ignore[arg-type]
-        qmp=None,  # type: ignore[arg-type]
-        paths=QemuPaths.layout(tmp_path / "m1", tmp_path / "m1" / "runtime"),
-        command=[],
-        ssh_port=2222,
-    )
-    with pytest.raises(PlatformError, match="extra disks or NICs is not saved"):
-        platform.save_checkpoint(machine, tmp_path / "ckpt")
-    assert not (tmp_path / "ckpt").exists()
+    paths = QemuPaths.layout(tmp_path / "m1", tmp_path / "m1" / "runtime")
+    paths.overlay.parent.mkdir(parents=True)
+    for path, data in ((paths.overlay, b"root"), (paths.console, b"console"), (paths.extra_disk(1), b"one"),
+                       (paths.extra_disk(2), b"two!")):  # fmt: skip
+        path.write_bytes(data)
+    files = CheckpointFiles(tmp_path / "ckpt")
+    files.directory.mkdir()
+    qmp = _SavingQmp()
+    checkpoint.freeze(qmp, paths, files, version=VERSION, timeout=5, extra_disks=2)  # type: ignore[arg-type]
+    assert qmp.commands[0] == "stop"
+    assert qmp.commands[-1] == "cont"
+    assert files.extra_disk(1).read_bytes() == b"one"
+    assert files.extra_disk(2).read_bytes() == b"two!"
+    assert check(files, version=VERSION)["extra_disk_bytes"] == [3, 4]
+    files.extra_disk(2).chmod(0o644)
+    files.extra_disk(2).write_bytes(b"tw")
+    with pytest.raises(CheckpointError, match=r"disk2\.qcow2 has 2 bytes, 4 were saved"):
+        check(files, version=VERSION)
+    files.extra_disk(2).unlink()
+    with pytest.raises(CheckpointError, match=r"disk2\.qcow2 is missing"):
+        check(files, version=VERSION)
 
 
 class _BrokenQmp:
