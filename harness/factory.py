@@ -230,11 +230,10 @@ class MachineFactory:
         flags = self.req.flags
         run = self.run
         features = self._features
-        booted = run.warm_mode in ("booted", "all") and cold_boot_reason(flags) is None
+        pooled = cold_boot_reason(flags) is None
+        booted = pooled and run.warm_mode in ("booted", "all")
         firstboot = (
-            run.warm_mode in ("firstboot", "all")
-            and FEATURE_FIRSTBOOT_CHECKPOINT in features
-            and cold_boot_reason(flags) is None
+            pooled and run.warm_mode in ("firstboot", "all") and FEATURE_FIRSTBOOT_CHECKPOINT in features
         )
         policy = StartPolicy(
             store=run.checkpoints if booted or firstboot else None,
