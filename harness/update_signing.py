@@ -1,13 +1,18 @@
 """Signing update payloads with OpenSSH signatures (`ssh-keygen -Y`), as the default image verifies them.
 
-The guest needs nothing beyond openssh-client. It holds the public key as an allowed_signers line
-(`/usr/share/railyard/update-signing.pub`) and checks a payload before anything touches a slot with
+A signature signs one line naming the payload's SHA-256 (`signed_statement`), as Flatcar's payload
+signatures sign the payload's hash: the guest hashes the payload as it downloads it and never reads it
+again to check the signature. The guest needs nothing beyond openssh-client. It holds the public key as an
+allowed_signers line (`/usr/share/railyard/update-signing.pub`) and, once the payload's SHA-256 matches the
+offer, checks the signature before anything touches a slot with
 
-    ssh-keygen -Y verify -f ALLOWED_SIGNERS -I railyard-update -n railyard-update -s SIG < PAYLOAD
+    printf 'railyard-update payload sha256=%s\\n' SHA256_HEX |
+        ssh-keygen -Y verify -f ALLOWED_SIGNERS -I railyard-update -n railyard-update -s SIG
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import subprocess
@@ -62,17 +67,31 @@ def generate_signing_key(directory: Path) -> tuple[Path, str]:
     return private, allowed_signers_line(public)
 
 
+def signed_statement(sha256_hex: str) -> bytes:
+    """The line a payload's signature signs (the guest's agent builds the same line to verify it)."""
+    return f"railyard-update payload sha256={sha256_hex}\n".encode()
+
+
+def payload_sha256(payload: Path) -> str:
+    """The SHA-256 of a file, lower-case hex."""
+    digest = hashlib.sha256()
+    with payload.open("rb") as data:
+        while chunk := data.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def sign_payload(payload: Path, private_key: Path) -> bytes:
-    """The armored OpenSSH signature of `payload` (namespace `railyard-update`)."""
+    """The armored OpenSSH signature (namespace `railyard-update`) of the statement of `payload`'s
+    SHA-256."""
     if not payload.is_file():
         raise UpdateError(f"cannot sign {payload}: no such file")
-    with payload.open("rb") as data:
-        result = subprocess.run(
-            [_ssh_keygen(), "-Y", "sign", "-f", str(private_key), "-n", SIGNING_NAMESPACE],
-            stdin=data,
-            capture_output=True,
-            check=False,
-        )
+    result = subprocess.run(
+        [_ssh_keygen(), "-Y", "sign", "-f", str(private_key), "-n", SIGNING_NAMESPACE],
+        input=signed_statement(payload_sha256(payload)),
+        capture_output=True,
+        check=False,
+    )
     if result.returncode != 0 or b"BEGIN SSH SIGNATURE" not in result.stdout:
         raise UpdateError(
             f"ssh-keygen could not sign {payload} with {private_key}: "
@@ -89,23 +108,22 @@ def verify_payload(payload: Path, signature: bytes, allowed_signers: str) -> boo
         signers.write_text(allowed_signers.strip() + "\n")
         sig = Path(tmp) / "payload.sig"
         sig.write_bytes(signature)
-        with payload.open("rb") as data:
-            result = subprocess.run(
-                [
-                    _ssh_keygen(),
-                    "-Y",
-                    "verify",
-                    "-f",
-                    str(signers),
-                    "-I",
-                    SIGNER_IDENTITY,
-                    "-n",
-                    SIGNING_NAMESPACE,
-                    "-s",
-                    str(sig),
-                ],
-                stdin=data,
-                capture_output=True,
-                check=False,
-            )
+        result = subprocess.run(
+            [
+                _ssh_keygen(),
+                "-Y",
+                "verify",
+                "-f",
+                str(signers),
+                "-I",
+                SIGNER_IDENTITY,
+                "-n",
+                SIGNING_NAMESPACE,
+                "-s",
+                str(sig),
+            ],
+            input=signed_statement(payload_sha256(payload)),
+            capture_output=True,
+            check=False,
+        )
     return result.returncode == 0

@@ -1,11 +1,21 @@
 """Payload signatures: signed on the host, verified with the same ssh-keygen call the guest makes."""
 
+import hashlib
 import shutil
+import subprocess
 
 import pytest
 
 from harness.errors import ConfigError
-from harness.update_signing import allowed_signers_line, generate_signing_key, sign_payload, verify_payload
+from harness.update_signing import (
+    SIGNING_NAMESPACE,
+    allowed_signers_line,
+    generate_signing_key,
+    sign_payload,
+    signed_statement,
+    verify_payload,
+)
+from images.agent.railyard_agent import payload as agent_payload
 
 pytestmark = pytest.mark.skipif(
     shutil.which("ssh-keygen") is None, reason="needs ssh-keygen (openssh-client)"
@@ -42,3 +52,26 @@ def test_key_is_not_overwritten(tmp_path):
 def test_allowed_signers_line_needs_one_key():
     with pytest.raises(ConfigError):
         allowed_signers_line("a\nb")
+
+
+def test_the_signature_signs_the_statement_of_the_sha256_the_agent_checks(tmp_path):
+    """The host and the guest's agent build the same line from a digest, and what the host signs is that
+    line for the payload's SHA-256: ssh-keygen verifies it as it is, and refuses the payload's own bytes
+    (a signature made the old way, over the whole file, would not verify either)."""
+    private, line = generate_signing_key(tmp_path / "keys")
+    payload = tmp_path / "usr.img"
+    payload.write_bytes(b"usr" * 5000)
+    digest = hashlib.sha256(payload.read_bytes()).hexdigest()
+    assert agent_payload.signed_statement(digest) == signed_statement(digest)
+    assert signed_statement(digest) == f"railyard-update payload sha256={digest}\n".encode()
+    (tmp_path / "signers").write_text(line + "\n")
+    (tmp_path / "sig").write_bytes(sign_payload(payload, private))
+
+    def verifies(message: bytes) -> bool:
+        command = ["ssh-keygen", "-Y", "verify", "-f", str(tmp_path / "signers"), "-I", "railyard-update"]
+        command += ["-n", SIGNING_NAMESPACE, "-s", str(tmp_path / "sig")]
+        return subprocess.run(command, input=message, capture_output=True, check=False).returncode == 0
+
+    assert verifies(signed_statement(digest))
+    assert not verifies(payload.read_bytes())
+    assert not verifies(signed_statement(hashlib.sha256(b"another payload").hexdigest()))

@@ -1,6 +1,8 @@
 """One offered payload, from download to install: fetched into the state directory (resuming a partial
-file) and hashed as it arrives, checked (size, SHA-1, SHA-256, OpenSSH signature), then decompressed
-straight into the slot by `railyard-slot install` (no unpacked copy on the root file system)."""
+file) and hashed as it arrives, checked (size, SHA-1, SHA-256, then the OpenSSH signature of its SHA-256),
+then decompressed straight into the slot by `railyard-slot install` (no unpacked copy on the root file
+system). Every byte is read once before the install: the signature covers the digest taken on the way in,
+as Flatcar's payload signatures cover the payload's hash, not a second pass over the file."""
 
 from __future__ import annotations
 
@@ -191,9 +193,11 @@ class Installer:
                 ERROR_PAYLOAD_HASH_MISMATCH,
                 f"the payload's SHA-1 is {got1}, the update offer said {offer.sha1_b64}",
             )
-        self.verify_signature(config, offer, payload)
+        self.verify_signature(config, offer, sha256.hexdigest())
 
-    def verify_signature(self, config: AgentConfig, offer: Offer, payload: Path) -> None:
+    def verify_signature(self, config: AgentConfig, offer: Offer, sha256_hex: str) -> None:
+        """The offer's signature must sign `signed_statement(sha256_hex)`: the digest of the bytes that
+        were downloaded (already compared with the offer's), signed by the trusted key."""
         key = config.signing_key
         if key is None:
             log.warning("SIGNING_KEY=none: the payload's signature is not checked")
@@ -221,32 +225,32 @@ class Installer:
         signers = self.paths.state_dir / "payload.allowed_signers"
         sig_path.write_bytes(signature)
         signers.write_text(allowed_signers(key.read_text()))
-        with payload.open("rb") as data:
-            result = subprocess.run(
-                [
-                    self.paths.ssh_keygen,
-                    "-Y",
-                    "verify",
-                    "-f",
-                    str(signers),
-                    "-I",
-                    SIGNER_IDENTITY,
-                    "-n",
-                    SIGNING_NAMESPACE,
-                    "-s",
-                    str(sig_path),
-                ],
-                stdin=data,
-                capture_output=True,
-                text=True,
-                check=False,
-            )
+        result = subprocess.run(
+            [
+                self.paths.ssh_keygen,
+                "-Y",
+                "verify",
+                "-f",
+                str(signers),
+                "-I",
+                SIGNER_IDENTITY,
+                "-n",
+                SIGNING_NAMESPACE,
+                "-s",
+                str(sig_path),
+            ],
+            input=signed_statement(sha256_hex),
+            capture_output=True,
+            check=False,
+        )
+        stdout = result.stdout.decode(errors="replace").strip()
+        stderr = result.stderr.decode(errors="replace").strip()
         if result.returncode != 0:
             raise UpdateFailure(
                 ERROR_PAYLOAD_VERIFICATION,
-                f"the payload signature does not verify with {key}: {(result.stderr or result.stdout).strip()}",
+                f"the payload signature does not verify with {key}: {stderr or stdout}",
             )
-        log.info("payload signature good: %s", result.stdout.strip() or result.stderr.strip())
+        log.info("payload signature good: %s", stdout or stderr)
 
     def install(self, payload: Path) -> None:
         """Hand the verified payload to `railyard-slot install`: a raw image or a zstd one by its path (the
@@ -302,6 +306,12 @@ def decompress_into(payload: Path, kind: str | None, sink: IO[bytes]) -> None:
     with opener(payload, "rb") as source:
         while chunk := source.read(CHUNK):
             sink.write(chunk)
+
+
+def signed_statement(sha256_hex: str) -> bytes:
+    """What a payload's signature signs: one line naming the payload's SHA-256 (lower-case hex). The host
+    signs the same line (harness.update_signing.signed_statement)."""
+    return f"railyard-update payload sha256={sha256_hex}\n".encode()
 
 
 def allowed_signers(key_text: str) -> str:
