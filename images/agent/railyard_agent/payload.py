@@ -279,6 +279,8 @@ class Installer:
             err.seek(0)
             stdout = out.read().decode(errors="replace").strip()
             stderr = err.read().decode(errors="replace").strip()
+        if code == 0 and stderr:  # what it did on the way (how it wrote the slot), for the journal
+            log.info("%s", stderr)
         if stdout:
             log.info("%s", stdout)
         if code != 0:  # the tool's own reason first: a broken pipe only says that it stopped reading
