@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -129,19 +130,21 @@ class MachineFactory:
         names = [self._next_name(name) for _ in range(count)]
         nets = [self._join_private_network(n) if private_network else None for n in names]
         nics = [self._attach_extra_nics(n) for n in names]
+        waited = 0.0
         if self.run.slots_for_life:
             # All machines of one request are admitted together; they hold their slots until `finish`.
             who = names[0] if count == 1 else f"{names[0]}..{names[-1]}"
             slot = self.run.boot_slots.slot(
                 who, timeout=self.run.slot_timeout, count=count, memory_mib=self.memory_mib
             ).acquire()
+            waited = slot.waited
             with self._lock:
                 self._life_slots.append(slot)
         if count == 1:
-            return [self._boot_one(names[0], config, nets[0], nics[0])]
+            return [self._boot_one(names[0], config, nets[0], nics[0], waited)]
         with ThreadPoolExecutor(max_workers=count) as pool:
             futures = [
-                pool.submit(self._boot_one, n, config, net, nic)
+                pool.submit(self._boot_one, n, config, net, nic, waited)
                 for n, net, nic in zip(names, nets, nics, strict=True)
             ]
             results: list[GuestMachine] = []
@@ -189,7 +192,10 @@ class MachineFactory:
         config: dict[str, Any],
         net: PrivateNet | None = None,
         nics: tuple[ExtraNic, ...] = (),
+        slot_wait: float = 0.0,
     ) -> GuestMachine:
+        """Boot (or restore) one machine; `slot_wait` is how long its request waited for a slot it holds for
+        life, and goes into its start record with any wait for a boot slot."""
         workdir = self.directory / name
         workdir.mkdir(parents=True, exist_ok=True)
         if net is not None:
@@ -217,8 +223,13 @@ class MachineFactory:
             extra_nics=nics,
             kernel_args=wanted.kernel_args,
         )
-        with self._boot_gate(name):
-            return self._start(spec)
+        with self._boot_gate(name) as gate:
+            guest = self._start(spec)
+        if isinstance(gate, BootSlot):
+            slot_wait += gate.waited
+        if guest.start is not None and slot_wait:
+            guest.start = dataclasses.replace(guest.start, slot_wait=slot_wait)
+        return guest
 
     @property
     def _features(self) -> tuple[str, ...]:

@@ -59,11 +59,20 @@ class StartRecord:
     checkpoint: str = ""
     """The checkpoint it was restored from (its key)."""
     note: str = ""
+    slot_wait: float = 0.0
+    """How long it waited for a machine slot of the host (harness.admission) before it was asked for: part
+    of the test's duration, not of `seconds`."""
 
     def describe(self) -> str:
         text = f"{self.kind} in {self.seconds:.1f} s"
         text += f" from {self.checkpoint}" if self.checkpoint else ""
+        if self.slot_wait >= SLOT_WAIT_SHOWN:
+            text += f", after {self.slot_wait:.1f} s waiting for a machine slot"
         return f"{text} ({self.note})" if self.note else text
+
+
+SLOT_WAIT_SHOWN = 0.5
+"""Shorter waits for a machine slot are not worth a word in the report."""
 
 
 @dataclasses.dataclass

@@ -45,9 +45,11 @@ def test_the_plugin_restores_machines_and_boots_cold_past_a_damaged_checkpoint(
     assert first["test_first-1"].startswith("cold in "), first
     assert "saved as checkpoint" in first["test_first-1"], "it came back: now it is worth one"
     [made] = [p for p in store.iterdir() if not p.name.startswith(".")]
-    assert (
-        first["test_second-1"] == f"restored-booted in {first['test_second-1'].split()[2]} s from {made.name}"
+    restored = re.fullmatch(
+        rf"restored-booted in [0-9.]+ s from {made.name}(, after [0-9.]+ s waiting for a machine slot)?",
+        first["test_second-1"],
     )
+    assert restored is not None, first
 
     state = made / "state"
     state.chmod(0o644)

@@ -117,6 +117,11 @@ def test_start_record_says_how_the_machine_came_up() -> None:
     assert StartRecord("cold", 54.25).describe() == "cold in 54.2 s"
     restored = StartRecord("restored-booted", 2.96, checkpoint="abc", note="dropped one")
     assert restored.describe() == "restored-booted in 3.0 s from abc (dropped one)"
+    waited = StartRecord("restored-firstboot", 14.04, checkpoint="abc", slot_wait=41.27)
+    assert waited.describe() == (
+        "restored-firstboot in 14.0 s from abc, after 41.3 s waiting for a machine slot"
+    )
+    assert StartRecord("cold", 30.0, slot_wait=0.2).describe() == "cold in 30.0 s"
 
 
 def test_checkpoints_are_listed_and_cleared_from_the_command_line(
