@@ -32,7 +32,8 @@ def _image_prune(args: argparse.Namespace) -> int:
     for stale in found:
         print(f"{verb} {stale.path} ({stale.why})")
     if not args.dry_run:
-        for path in CheckpointStore(cache_dir / "checkpoints").prune():
+        store = Path(args.checkpoint_dir) if args.checkpoint_dir else cache_dir / "checkpoints"
+        for path in CheckpointStore(store).prune():
             print(f"removed checkpoint {path}")
     print(f"{len(found)} stale file(s) in {cache_dir}")
     return 0
@@ -229,6 +230,12 @@ def parser(platform: str | None = None) -> argparse.ArgumentParser:
         "images that are gone. A checkout that needs one again builds it again.",
     )
     prune.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
+    prune.add_argument(
+        "--checkpoint-dir",
+        metavar="DIR",
+        help="the warm pool's checkpoints to prune, as given to pytest --checkpoint-dir "
+        "(default: ~/.cache/railyard/checkpoints)",
+    )
     prune.set_defaults(func=_image_prune)
 
     upload = image.add_parser("upload", help="upload an image to a cloud platform and register it")

@@ -64,3 +64,24 @@ def test_prune_removes_other_builds_and_their_checkpoints(
 
     assert main(["image", "prune"]) == 0  # nothing left to do
     assert "0 stale file(s)" in capsys.readouterr().out
+
+
+def test_prune_also_prunes_the_checkpoints_of_a_checkpoint_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run with `--checkpoint-dir DIR` keeps its checkpoints there: `image prune --checkpoint-dir DIR`
+    removes those of a pruned image, and leaves the default store alone."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    cache = tmp_path / "railyard"
+    old_image = _touch(cache / "images" / f"railyard-stable-2.0.0-{OTHER_KEY}.qcow2")
+    elsewhere = CheckpointStore(tmp_path / "elsewhere")
+    default = CheckpointStore(cache / "checkpoints")
+    for store in (elsewhere, default):
+        with store.making("of-old", {"kind": "booted", **image_about(old_image)}) as draft:
+            assert draft is not None
+
+    assert main(["image", "prune", "--checkpoint-dir", str(elsewhere.root)]) == 0
+    assert not old_image.exists()
+    assert f"removed checkpoint {elsewhere.path('of-old')}" in capsys.readouterr().out
+    assert elsewhere.find("of-old") is None
+    assert default.path("of-old").is_dir(), "the store not named is not looked at"
