@@ -21,10 +21,16 @@ from pathlib import Path
 
 from harness.errors import ConfigError, UpdateError
 
+# What is signed, and how it is checked, are the guest agent's own (the host signs what the agent verifies).
+from images.agent.railyard_agent.payload import (
+    SIGNER_IDENTITY,
+    SIGNING_NAMESPACE,
+    signed_statement,
+    verify_command,
+)
+
 log = logging.getLogger(__name__)
 
-SIGNING_NAMESPACE = "railyard-update"
-SIGNER_IDENTITY = "railyard-update"
 KEY_FILE_NAME = "railyard-update-signing"
 
 
@@ -67,11 +73,6 @@ def generate_signing_key(directory: Path) -> tuple[Path, str]:
     return private, allowed_signers_line(public)
 
 
-def signed_statement(sha256_hex: str) -> bytes:
-    """The line a payload's signature signs (the guest's agent builds the same line to verify it)."""
-    return f"railyard-update payload sha256={sha256_hex}\n".encode()
-
-
 def payload_sha256(payload: Path) -> str:
     """The SHA-256 of a file, lower-case hex."""
     digest = hashlib.sha256()
@@ -109,19 +110,7 @@ def verify_payload(payload: Path, signature: bytes, allowed_signers: str) -> boo
         sig = Path(tmp) / "payload.sig"
         sig.write_bytes(signature)
         result = subprocess.run(
-            [
-                _ssh_keygen(),
-                "-Y",
-                "verify",
-                "-f",
-                str(signers),
-                "-I",
-                SIGNER_IDENTITY,
-                "-n",
-                SIGNING_NAMESPACE,
-                "-s",
-                str(sig),
-            ],
+            verify_command(_ssh_keygen(), signers, sig),
             input=signed_statement(payload_sha256(payload)),
             capture_output=True,
             check=False,

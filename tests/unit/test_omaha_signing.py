@@ -55,14 +55,13 @@ def test_allowed_signers_line_needs_one_key():
 
 
 def test_the_signature_signs_the_statement_of_the_sha256_the_agent_checks(tmp_path):
-    """The host and the guest's agent build the same line from a digest, and what the host signs is that
-    line for the payload's SHA-256: ssh-keygen verifies it as it is, and refuses the payload's own bytes
-    (a signature made the old way, over the whole file, would not verify either)."""
+    """What the host signs is the agent's statement of the payload's SHA-256: ssh-keygen verifies it as it
+    is, and refuses the payload's own bytes and the statement of another digest."""
     private, line = generate_signing_key(tmp_path / "keys")
     payload = tmp_path / "usr.img"
     payload.write_bytes(b"usr" * 5000)
     digest = hashlib.sha256(payload.read_bytes()).hexdigest()
-    assert agent_payload.signed_statement(digest) == signed_statement(digest)
+    assert signed_statement is agent_payload.signed_statement
     assert signed_statement(digest) == f"railyard-update payload sha256={digest}\n".encode()
     (tmp_path / "signers").write_text(line + "\n")
     (tmp_path / "sig").write_bytes(sign_payload(payload, private))

@@ -226,19 +226,7 @@ class Installer:
         sig_path.write_bytes(signature)
         signers.write_text(allowed_signers(key.read_text()))
         result = subprocess.run(
-            [
-                self.paths.ssh_keygen,
-                "-Y",
-                "verify",
-                "-f",
-                str(signers),
-                "-I",
-                SIGNER_IDENTITY,
-                "-n",
-                SIGNING_NAMESPACE,
-                "-s",
-                str(sig_path),
-            ],
+            verify_command(self.paths.ssh_keygen, signers, sig_path),
             input=signed_statement(sha256_hex),
             capture_output=True,
             check=False,
@@ -312,8 +300,25 @@ def decompress_into(payload: Path, kind: str | None, sink: IO[bytes]) -> None:
 
 def signed_statement(sha256_hex: str) -> bytes:
     """What a payload's signature signs: one line naming the payload's SHA-256 (lower-case hex). The host
-    signs the same line (harness.update_signing.signed_statement)."""
+    signs this line (harness.update_signing)."""
     return f"railyard-update payload sha256={sha256_hex}\n".encode()
+
+
+def verify_command(ssh_keygen: str, allowed_signers_file: Path, signature_file: Path) -> list[str]:
+    """The `ssh-keygen -Y verify` that checks a signature of the statement given on its standard input."""
+    return [
+        ssh_keygen,
+        "-Y",
+        "verify",
+        "-f",
+        str(allowed_signers_file),
+        "-I",
+        SIGNER_IDENTITY,
+        "-n",
+        SIGNING_NAMESPACE,
+        "-s",
+        str(signature_file),
+    ]
 
 
 def allowed_signers(key_text: str) -> str:
