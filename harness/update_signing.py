@@ -75,11 +75,8 @@ def generate_signing_key(directory: Path) -> tuple[Path, str]:
 
 def payload_sha256(payload: Path) -> str:
     """The SHA-256 of a file, lower-case hex."""
-    digest = hashlib.sha256()
     with payload.open("rb") as data:
-        while chunk := data.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(data, "sha256").hexdigest()
 
 
 def sign_payload(payload: Path, private_key: Path) -> bytes:

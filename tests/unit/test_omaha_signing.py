@@ -8,7 +8,6 @@ import pytest
 
 from harness.errors import ConfigError
 from harness.update_signing import (
-    SIGNING_NAMESPACE,
     allowed_signers_line,
     generate_signing_key,
     sign_payload,
@@ -67,8 +66,7 @@ def test_the_signature_signs_the_statement_of_the_sha256_the_agent_checks(tmp_pa
     (tmp_path / "sig").write_bytes(sign_payload(payload, private))
 
     def verifies(message: bytes) -> bool:
-        command = ["ssh-keygen", "-Y", "verify", "-f", str(tmp_path / "signers"), "-I", "railyard-update"]
-        command += ["-n", SIGNING_NAMESPACE, "-s", str(tmp_path / "sig")]
+        command = agent_payload.verify_command("ssh-keygen", tmp_path / "signers", tmp_path / "sig")
         return subprocess.run(command, input=message, capture_output=True, check=False).returncode == 0
 
     assert verifies(signed_statement(digest))
