@@ -1,7 +1,7 @@
 """railyard update agent: an Omaha v3 client that keeps the A/B /usr slots up to date.
 
 A cycle: update check -> (13) download started -> download into the state directory (resuming a partial
-file with a Range request) -> check size, SHA-1, SHA-256 and the OpenSSH signature -> (14) download
+file with a Range request) -> check size, SHA-256 and the OpenSSH signature -> (14) download
 finished -> `railyard-slot install` (a zstd payload by its path, decompressed by the tool straight into the
 inactive slot; gzip or xz into its standard input; boots the slot once on trial) -> (3/1) update applied; status UPDATE_STATUS_UPDATED_NEED_REBOOT. Any failure reports 3/0 with an error code,
 deletes what was downloaded (a broken transfer keeps its partial file for the next try) and never

@@ -49,8 +49,7 @@ class Offer:
     url: str
     name: str
     size: int
-    sha1_b64: str
-    sha256_b64: str
+    sha256_b64: str  # the postinstall action's sha256: the payload's hash (the package's SHA-1 is not used)
     signature_url: str | None
 
 
@@ -188,7 +187,6 @@ def parse_update_response(body: bytes, app_id: str) -> Offer | None:
         url=base + name,
         name=name,
         size=size,
-        sha1_b64=package.get("hash", ""),
         sha256_b64=sha256,
         signature_url=base + signature if signature and "/" not in signature else None,
     )
