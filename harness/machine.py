@@ -312,13 +312,14 @@ class GuestMachine:
         Default timeout: `timeouts.command`. Raises CommandError when the guest refuses to set its clock.
         """
         with step(self.name, "set the clock to the host's"):
-            before = time.time()
-            guest = float(self._run("date +%s.%N", timeout).stdout.strip())
-            offset = guest - (before + time.time()) / 2
-            command = f"sudo -n date -u -s @{time.time():.3f} >/dev/null"
+            # One round trip: the guest prints its clock, then sets it to the host's time of sending (off
+            # by the time the command takes to start sudo, a tenth of a second under TCG).
+            sent = time.time()
+            command = f"date +%s.%N && sudo -n date -u -s @{sent:.3f} >/dev/null"
             result = self._run(command, timeout)
             if result.status != 0:
                 raise CommandError(command, result.status, result.stdout, result.stderr, self.name)
+            offset = float(result.stdout.split()[0]) - sent
         return offset
 
     # -- power ---------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 
 from harness.acceleration import Acceleration, Timeouts
 from harness.errors import CheckpointError, PlatformError
-from harness.starts import FIRSTBOOT_KEY, MachineStarter, StartPolicy
+from harness.starts import FIRSTBOOT_KEY, PREWARM, MachineStarter, StartPolicy
 from harness.warm import CheckpointStore, StartRecord, checkpoint_key
 from platforms.base import FIRSTBOOT_WAITING, FirstBootConfig, Machine, MachineSpec, SSHEndpoint
 
@@ -93,6 +93,9 @@ class FakeGuest:
     def close(self) -> None:
         self.log.append("close")
 
+    def execute(self, command: str) -> None:
+        self.log.append(f"execute {command}")
+
     def sync_clock(self) -> float:
         self.log.append("clock")
         return 0.0
@@ -138,7 +141,8 @@ def test_booted_a_config_that_comes_back_is_saved_and_then_restored(tmp_path: Pa
     assert once.start.note == ""  # seen once: not worth a checkpoint yet
     assert first.start.kind == "cold"
     assert "saved as checkpoint" in first.start.note
-    assert first.log == ["ssh, booting", "settle", "close", "clock"]  # closed while saved, clock set after
+    # Warmed (what clones run first), closed while saved, clock set after.
+    assert first.log == ["ssh, booting", "settle", f"execute {PREWARM}", "close", "clock"]
     assert second.start.kind == "restored-booted"
     assert second.log == ["ssh", "clock"]  # resumed settled and up: only the clock is set
     assert skipped == ["c-1"]  # the checkpoint's boot in its console is not checked again
