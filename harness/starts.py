@@ -42,11 +42,12 @@ from platforms.base import FIRSTBOOT_WAITING, Machine, MachineSpec, Platform
 log = logging.getLogger(__name__)
 
 FIRSTBOOT_KEY = "first-boot checkpoint: before Ignition reads its config"
+"""Stands for the Ignition config in the key of a first-boot checkpoint (the config is read after it)."""
+
 # Run in a machine just before it is saved as a booted checkpoint: sudo, date and journalctl, what the harness
 # runs first in every clone (its clock, then the journal check after each test). A clone's first sudo took
 # 0.6 s reading them from the disk, against 0.15 s from the saved page cache.
 PREWARM = "sudo -n date >/dev/null && sudo -n journalctl --no-pager -n 0 --show-cursor >/dev/null"
-"""Stands for the Ignition config in the key of a first-boot checkpoint (the config is read after it)."""
 
 
 @dataclasses.dataclass(frozen=True)
