@@ -275,6 +275,11 @@ def pytest_configure(config: pytest.Config) -> None:
         if config.getoption("dist", "no") == "load":
             config.option.dist = "loadgroup"
             config.option.loadgroup = True
+        # xdist's group scheduler would hand out the groups with most tests first (its scope reordering),
+        # ahead of the single tests of the longest modules (each update test is a group of its own): the run
+        # would end on them with one worker idle. Keep the longest-first order of the collection.
+        if config.getoption("dist", "no") == "loadgroup":
+            config.option.loadscopereorder = False
 
 
 class _XdistHooks:

@@ -59,3 +59,40 @@ def test_a_users_xdist_group_is_honoured(pytester):
     workers = workers_of(result.stdout.str())
     assert len(workers) == 6
     assert len(set(workers.values())) == 1, workers
+
+
+def test_the_longest_modules_start_first(pytester):
+    # xdist would start the group with most tests first; the durations say the single tests take longest.
+    pytester.makefile(".json", durations='{"test_long.py": 100.0, "test_grouped.py": 1.0}')
+    started = pytester.path / "started.txt"
+    body = f"""
+        import fcntl
+
+        def record(name):
+            with open({str(started)!r}, "a") as fh:
+                fcntl.flock(fh, fcntl.LOCK_EX)
+                fh.write(name + "\\n")
+        """
+    pytester.makepyfile(
+        test_long=body
+        + """
+        import pytest
+
+        @pytest.mark.parametrize("n", range(4))
+        def test_long(n):
+            record(f"long{n}")
+        """,
+        test_grouped=body
+        + """
+        import pytest
+
+        @pytest.mark.xdist_group("together")
+        @pytest.mark.parametrize("n", range(6))
+        def test_grouped(n):
+            record(f"grouped{n}")
+        """,
+    )
+    result = run_inner(pytester, "-n", "2")
+    result.assert_outcomes(passed=10)
+    order = started.read_text().split()
+    assert sorted(order[:2]) == ["long0", "long1"], order
