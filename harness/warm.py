@@ -30,6 +30,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -70,6 +71,26 @@ class StartRecord:
             text += f", after {self.slot_wait:.1f} s waiting for a machine slot"
         return f"{text} ({self.note})" if self.note else text
 
+    @classmethod
+    def parse(cls, text: str) -> StartRecord:
+        """The record a report's `start <machine>` line describes (`describe`'s inverse; a wait too short to
+        be shown reads as none). Raises ValueError for a line `describe` cannot have written."""
+        match = _DESCRIBED.fullmatch(text.strip())
+        if match is None:
+            raise ValueError(f"not a machine start: {text!r}")
+        return cls(
+            kind=match["kind"],
+            seconds=float(match["seconds"]),
+            checkpoint=match["checkpoint"] or "",
+            note=match["note"] or "",
+            slot_wait=float(match["wait"] or 0.0),
+        )
+
+
+_DESCRIBED = re.compile(
+    rf"(?P<kind>{START_COLD}|{START_RESTORED}|{START_FIRSTBOOT}) in (?P<seconds>[0-9.]+) s(?: from (?P<checkpoint>[^\s,()]+))?"
+    r"(?:, after (?P<wait>[0-9.]+) s waiting for a machine slot)?(?: \((?P<note>.*)\))?"
+)
 
 SLOT_WAIT_SHOWN = 0.5
 """Shorter waits for a machine slot are not worth a word in the report."""

@@ -124,6 +124,31 @@ def test_start_record_says_how_the_machine_came_up() -> None:
     assert StartRecord("cold", 30.0, slot_wait=0.2).describe() == "cold in 30.0 s"
 
 
+@pytest.mark.parametrize(
+    "record",
+    [
+        StartRecord("cold", 54.2),
+        StartRecord("restored-booted", 3.0, checkpoint="abc", note="dropped one (truncated)"),
+        StartRecord("restored-firstboot", 14.0, checkpoint="abc", slot_wait=41.3),
+        StartRecord(
+            "restored-firstboot",
+            17.9,
+            checkpoint="f0",
+            slot_wait=27.5,
+            note="saved as checkpoint 1d in 2.2 s",
+        ),
+    ],
+)
+def test_a_start_line_reads_back_as_its_record(record: StartRecord) -> None:
+    assert StartRecord.parse(record.describe()) == record
+
+
+@pytest.mark.parametrize("line", ["", "warm in 3.0 s", "cold in s", "cold in 3.0 s from"])
+def test_a_line_no_start_record_wrote_is_refused(line: str) -> None:
+    with pytest.raises(ValueError, match="not a machine start"):
+        StartRecord.parse(line)
+
+
 def test_checkpoints_are_listed_and_cleared_from_the_command_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
