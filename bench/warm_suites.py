@@ -56,7 +56,7 @@ class Breakdown:
 
     @property
     def work_s(self) -> float:
-        """What the tests did with their machines up: the same with or without the warm pool."""
+        """What the tests did with their machines up, which no warm pool saves."""
         return max(self.machine_s - self.start_s - self.slot_wait_s, 0.0)
 
     def floor_s(self, workers: int) -> float:
@@ -134,10 +134,11 @@ def summary(runs: Sequence[Run], workers: int) -> list[str]:
     offs = [run for run in runs if run.label == "off"]
     for off in offs:
         for warm in (run for run in runs if run.label != "off"):
+            floor = warm.breakdown.floor_s(workers)
+            bound = f"{off.wall_s / floor:.2f}x" if floor > 0 else "none"
             lines.append(
                 f"off {off.wall_s:.0f} s / {warm.label} {warm.wall_s:.0f} s = {off.wall_s / warm.wall_s:.2f}x"
-                f"  (bound: off / the warm run's own work on {workers} workers ="
-                f" {off.wall_s / warm.breakdown.floor_s(workers):.2f}x)"
+                f"  (bound: off / the warm run's own work on {workers} workers = {bound})"
             )
     return lines
 
