@@ -156,10 +156,10 @@ def run_suites(label: str, warm: str, workers: int, output: Path, extra: Iterabl
 
 
 def read_breakdown(output: Path) -> Breakdown:
-    for path in (output / "reports" / "report.json", output / "report.json"):
-        if path.is_file():
-            return breakdown(json.loads(path.read_text()))
-    raise SystemExit(f"no report.json under {output} (was it a run's --output-dir?)")
+    report = output / "reports" / "report.json"
+    if not report.is_file():
+        raise SystemExit(f"no {report} (was {output} a run's --output-dir?)")
+    return breakdown(json.loads(report.read_text()))
 
 
 def wall_of(output: Path) -> float:

@@ -88,7 +88,8 @@ class StartRecord:
 
 
 _DESCRIBED = re.compile(
-    rf"(?P<kind>{START_COLD}|{START_RESTORED}|{START_FIRSTBOOT}) in (?P<seconds>[0-9.]+) s(?: from (?P<checkpoint>[^\s,()]+))?"
+    rf"(?P<kind>{START_COLD}|{START_RESTORED}|{START_FIRSTBOOT}) in (?P<seconds>[0-9.]+) s"
+    r"(?: from (?P<checkpoint>[^\s,()]+))?"
     r"(?:, after (?P<wait>[0-9.]+) s waiting for a machine slot)?(?: \((?P<note>.*)\))?"
 )
 
