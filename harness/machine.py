@@ -286,6 +286,14 @@ class GuestMachine:
         with step(self.name, f"wait for unit {unit}"):
             poll(attempt, timeout=timeout, what=f"unit {unit} to become active on {self.name}")
 
+    def wait_for_links(self, *names: str, timeout: float = 120.0) -> None:
+        """Wait until networkd has configured each link (its `networkctl status` says `configured`)."""
+        for name in names:
+            self.wait_until_succeeds(
+                f"networkctl status {shlex.quote(name)} --no-pager | grep -q 'State: .*configured'",
+                timeout=timeout,
+            )
+
     def settle(self, timeout: float | None = None) -> str:
         """Wait for `systemctl is-system-running` to leave `starting`; return the state (`running`).
 

@@ -82,9 +82,7 @@ def machine_number(machine) -> int:
 def pair(module_cluster):
     """The machines in the order of their number, once networkd has configured every link."""
     for m in module_cluster:
-        m.wait_until_succeeds(
-            f"networkctl status {VLAN} --no-pager | grep -q 'State: .*configured'", timeout=120
-        )
+        m.wait_for_links(VLAN)
     return sorted(module_cluster, key=machine_number)
 
 

@@ -45,10 +45,7 @@ pytestmark = pytest.mark.ignition(_config())
 
 @pytest.fixture(scope="module")
 def netdevs(module_machine):
-    for name in (BRIDGE, *PORTS, LOWER, MACVLAN, VRF, VRF_PORT):
-        module_machine.wait_until_succeeds(
-            f"networkctl status {name} --no-pager | grep -q 'State: .*configured'", timeout=120
-        )
+    module_machine.wait_for_links(BRIDGE, *PORTS, LOWER, MACVLAN, VRF, VRF_PORT)
     return module_machine
 
 

@@ -26,9 +26,7 @@ pytestmark = pytest.mark.ignition(
 
 @pytest.fixture(scope="module")
 def routed(module_machine):
-    module_machine.wait_until_succeeds(
-        f"networkctl status {LINK} --no-pager | grep -q 'State: .*configured'", timeout=120
-    )
+    module_machine.wait_for_links(LINK)
     return module_machine
 
 

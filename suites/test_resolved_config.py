@@ -32,16 +32,21 @@ print(socket.inet_ntoa(reply[-4:]) if struct.unpack("!H", reply[6:8])[0] else "n
 """
 
 
-def test_an_extra_stub_listener(module_machine):
-    m = module_machine
+@pytest.fixture(scope="module")
+def resolver(module_machine):
+    """The module's machine with the query program in /tmp."""
+    module_machine.succeed("cat > /tmp/railyard-query.py", stdin=QUERY.encode())
+    return module_machine
+
+
+def test_an_extra_stub_listener(resolver):
+    m = resolver
     m.wait_until_succeeds(f"ss -Huln 'sport = :53' | grep -q '{EXTRA}:53'")
-    m.succeed("cat > /tmp/railyard-query.py", stdin=QUERY.encode())
     assert m.succeed(f"python3 /tmp/railyard-query.py {NAME} {EXTRA}").strip() == ADDRESS
 
 
-def test_the_stub_answers_names_of_etc_hosts(module_machine):
-    m = module_machine
-    m.succeed("cat > /tmp/railyard-query.py", stdin=QUERY.encode())
+def test_the_stub_answers_names_of_etc_hosts(resolver):
+    m = resolver
     assert m.succeed(f"python3 /tmp/railyard-query.py {NAME} 127.0.0.53").strip() == ADDRESS
     assert m.succeed(f"getent hosts {NAME}").split()[0] == ADDRESS
 

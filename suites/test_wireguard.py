@@ -64,10 +64,7 @@ pytestmark = pytest.mark.ignition(_config())
 
 @pytest.fixture(scope="module")
 def tunnel(module_machine):
-    for name in (*PORTS, VRF):
-        module_machine.wait_until_succeeds(
-            f"networkctl status {name} --no-pager | grep -q 'State: .*configured'", timeout=120
-        )
+    module_machine.wait_for_links(*PORTS, VRF)
     return module_machine
 
 
