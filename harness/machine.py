@@ -287,7 +287,11 @@ class GuestMachine:
             poll(attempt, timeout=timeout, what=f"unit {unit} to become active on {self.name}")
 
     def wait_for_links(self, *names: str, timeout: float = 120.0) -> None:
-        """Wait until networkd has configured each link (its `networkctl status` says `configured`)."""
+        """Wait until networkd has configured each link (its `networkctl status` says `configured`).
+
+        Each link gets up to `timeout` seconds, in order; raises WaitTimeout with the last output when one
+        is still not configured.
+        """
         for name in names:
             self.wait_until_succeeds(
                 f"networkctl status {shlex.quote(name)} --no-pager | grep -q 'State: .*configured'",
