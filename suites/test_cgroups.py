@@ -47,7 +47,7 @@ def test_a_process_over_its_memory_limit_is_killed_in_its_unit(module_machine):
     m = module_machine
     result = m.execute(
         "sudo systemd-run --wait --quiet --unit railyard-oom -p MemoryMax=32M -p MemorySwapMax=0 "
-        "/usr/bin/python3 -c 'b = bytearray(128 << 20)'",
+        "/usr/bin/tail /dev/zero",  # one endless line: tail keeps all of it in memory
         timeout=120,
     )
     assert not result.ok, result
